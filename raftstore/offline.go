@@ -1,0 +1,272 @@
+package raftstore
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+
+	"github.com/tandem-dhcp/tandem/fsm"
+)
+
+// LogReader reads a data dir's log and snapshots while the daemon is
+// stopped. raft.db is opened read-only; it never changes anything.
+type LogReader struct {
+	dir   string
+	logs  *raftboltdb.BoltStore
+	snaps *raft.FileSnapshotStore
+}
+
+// OpenLog opens dataDir read-only, waiting at most timeout for the file lock
+// (ErrLocked if a running daemon holds it).
+func OpenLog(dataDir string, timeout time.Duration) (*LogReader, error) {
+	logs, err := openBolt(filepath.Join(dataDir, logFile), true, timeout)
+	if err != nil {
+		return nil, err
+	}
+	r := &LogReader{dir: dataDir, logs: logs}
+	if _, err := os.Stat(filepath.Join(dataDir, snapDir)); err == nil {
+		r.snaps, err = raft.NewFileSnapshotStoreWithLogger(filepath.Join(dataDir, snapDir), 1<<30, hclog.NewNullLogger())
+		if err != nil {
+			logs.Close()
+			return nil, fmt.Errorf("open snapshot store: %w", err)
+		}
+	}
+	return r, nil
+}
+
+// Close releases raft.db.
+func (r *LogReader) Close() error { return r.logs.Close() }
+
+// SnapshotInfo describes one snapshot kept in the data dir.
+type SnapshotInfo struct {
+	ID     string
+	Index  uint64
+	Term   uint64
+	Size   int64
+	Path   string
+	Header *fsm.SnapshotHeader // nil when HeaderErr is set
+	// HeaderErr says why the snapshot's header could not be read.
+	HeaderErr error
+}
+
+// LogInfo summarises a data dir.
+type LogInfo struct {
+	DataDir    string
+	DBBytes    int64
+	FirstIndex uint64 // 0 when the log is empty
+	LastIndex  uint64
+	FirstTime  time.Time // AppendedAt of the first and last entries (zero if unknown)
+	LastTime   time.Time
+	Snapshots  []SnapshotInfo // newest first
+}
+
+// Info returns facts about the log and snapshots.
+func (r *LogReader) Info() (*LogInfo, error) {
+	in := &LogInfo{DataDir: r.dir}
+	if fi, err := os.Stat(filepath.Join(r.dir, logFile)); err == nil {
+		in.DBBytes = fi.Size()
+	}
+	var err error
+	if in.FirstIndex, err = r.logs.FirstIndex(); err != nil {
+		return nil, corruptLogErr(filepath.Join(r.dir, logFile), err)
+	}
+	if in.LastIndex, err = r.logs.LastIndex(); err != nil {
+		return nil, corruptLogErr(filepath.Join(r.dir, logFile), err)
+	}
+	var l raft.Log
+	if in.FirstIndex != 0 {
+		if r.logs.GetLog(in.FirstIndex, &l) == nil {
+			in.FirstTime = l.AppendedAt
+		}
+		if r.logs.GetLog(in.LastIndex, &l) == nil {
+			in.LastTime = l.AppendedAt
+		}
+	}
+	in.Snapshots, err = r.Snapshots()
+	return in, err
+}
+
+// Snapshots lists the kept snapshots, newest first, with their headers.
+func (r *LogReader) Snapshots() ([]SnapshotInfo, error) {
+	if r.snaps == nil {
+		return nil, nil
+	}
+	metas, err := r.snaps.List()
+	if err != nil {
+		return nil, fmt.Errorf("list snapshots: %w", err)
+	}
+	out := make([]SnapshotInfo, 0, len(metas))
+	for _, m := range metas {
+		si := SnapshotInfo{ID: m.ID, Index: m.Index, Term: m.Term, Size: m.Size,
+			Path: filepath.Join(r.dir, snapDir, m.ID, "state.bin")}
+		if _, rc, err := r.snaps.Open(m.ID); err != nil {
+			si.HeaderErr = err
+		} else {
+			si.Header, si.HeaderErr = fsm.ReadSnapshotHeader(rc)
+			rc.Close()
+		}
+		out = append(out, si)
+	}
+	return out, nil
+}
+
+// LogEntry is one decoded log entry. Err is set when the entry could not be
+// read or decoded (a damaged entry): the caller reports it and goes on.
+type LogEntry struct {
+	Index      uint64
+	Term       uint64
+	Type       raft.LogType
+	AppendedAt time.Time
+	Cmd        *fsm.Command // for LogCommand entries that decoded
+	Err        error
+}
+
+// Entries calls fn for each entry with from <= index <= to (clamped to the
+// log), in order, until fn returns an error, which Entries returns.
+func (r *LogReader) Entries(from, to uint64, fn func(*LogEntry) error) error {
+	first, err := r.logs.FirstIndex()
+	if err != nil {
+		return corruptLogErr(filepath.Join(r.dir, logFile), err)
+	}
+	last, err := r.logs.LastIndex()
+	if err != nil {
+		return corruptLogErr(filepath.Join(r.dir, logFile), err)
+	}
+	if from < first {
+		from = first
+	}
+	if to == 0 || to > last {
+		to = last
+	}
+	for i := from; i != 0 && i <= to; i++ {
+		if err := fn(r.entry(i)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (r *LogReader) entry(i uint64) (e *LogEntry) {
+	e = &LogEntry{Index: i}
+	defer func() {
+		if p := recover(); p != nil {
+			e.Err = fmt.Errorf("%w: entry %d: %v", ErrCorruptLog, i, p)
+		}
+	}()
+	var l raft.Log
+	if err := r.logs.GetLog(i, &l); err != nil {
+		e.Err = fmt.Errorf("%w: entry %d: %v", ErrCorruptLog, i, err)
+		return e
+	}
+	e.Term, e.Type, e.AppendedAt = l.Term, l.Type, l.AppendedAt
+	if l.Index != i {
+		e.Err = fmt.Errorf("%w: entry %d holds index %d", ErrCorruptLog, i, l.Index)
+		return e
+	}
+	if l.Type == raft.LogCommand {
+		e.Cmd, e.Err = fsm.DecodeCommand(l.Data)
+	}
+	return e
+}
+
+// ReplayTarget says how far to replay. With both zero, the whole log.
+type ReplayTarget struct {
+	// LastIndex stops after the entry with this index (0 = no limit).
+	LastIndex uint64
+	// Until stops before the first command made after this time (zero = no limit).
+	Until time.Time
+}
+
+// ReplayResult describes a replay.
+type ReplayResult struct {
+	State *fsm.State
+	// FromSnapshot is the snapshot the replay started from (nil: the empty state).
+	FromSnapshot *SnapshotInfo
+	// Applied is the number of log entries applied on top of the snapshot.
+	Applied int
+	// Damaged lists entries that could not be read or decoded (each was skipped).
+	Damaged []*LogEntry
+}
+
+// Replay rebuilds the database as of target: the newest snapshot at or
+// before it, then the log entries after the snapshot up to target. It fails
+// with ErrNotReplayable when the log has been compacted past the target.
+func (r *LogReader) Replay(target ReplayTarget) (*ReplayResult, error) {
+	first, err := r.logs.FirstIndex()
+	if err != nil {
+		return nil, corruptLogErr(filepath.Join(r.dir, logFile), err)
+	}
+	snaps, err := r.Snapshots()
+	if err != nil {
+		return nil, err
+	}
+	res := &ReplayResult{State: fsm.New()}
+	start := uint64(1)
+	for i := range snaps {
+		si := &snaps[i]
+		if si.HeaderErr != nil {
+			continue
+		}
+		if target.LastIndex != 0 && si.Index > target.LastIndex {
+			continue
+		}
+		if !target.Until.IsZero() && si.Header.LastTime > target.Until.UnixNano() {
+			continue
+		}
+		_, rc, err := r.snaps.Open(si.ID)
+		if err != nil {
+			return nil, fmt.Errorf("open snapshot %s: %w", si.Path, err)
+		}
+		st, _, err := fsm.ReadSnapshot(rc)
+		rc.Close()
+		if err != nil {
+			return nil, fmt.Errorf("snapshot %s: %w", si.Path, err)
+		}
+		res.State, res.FromSnapshot, start = st, si, si.Index+1
+		break
+	}
+	if first > start {
+		return nil, fmt.Errorf("%w: the log now starts at entry %d and no kept snapshot is old enough; the oldest replayable point is the oldest snapshot (see `tandem log info`)",
+			ErrNotReplayable, first)
+	}
+	stop := errors.New("stop")
+	err = r.Entries(start, target.LastIndex, func(e *LogEntry) error {
+		if e.Err != nil {
+			res.Damaged = append(res.Damaged, e)
+			return nil
+		}
+		if e.Cmd == nil {
+			return nil
+		}
+		if !target.Until.IsZero() && e.Cmd.Time > target.Until.UnixNano() {
+			return stop
+		}
+		res.State.Apply(fsm.Entry{Index: e.Index, Term: e.Term, Cmd: e.Cmd})
+		res.Applied++
+		return nil
+	})
+	if err != nil && err != stop {
+		return nil, err
+	}
+	return res, nil
+}
+
+// OpenSnapshotFile opens a snapshot for reading: either a file in the fsm
+// snapshot format, or a raft snapshot directory (containing state.bin).
+func OpenSnapshotFile(path string) (io.ReadCloser, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if fi.IsDir() {
+		path = filepath.Join(path, "state.bin")
+	}
+	return os.Open(path)
+}
