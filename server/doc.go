@@ -1,0 +1,22 @@
+// Package server is Tandem's DHCPv6 server (RFC 8415): sockets, the packet
+// path, the protocol (Solicit/Advertise/Request/Reply, Renew, Rebind,
+// Release, Decline, Confirm, Information-Request, Rapid Commit, relayed
+// traffic; IA_NA and IA_PD), address and prefix allocation, and lease
+// expiry and reclamation.
+//
+// It owns: one UDP socket on [::]:547 with per-packet interface and
+// destination information, a bounded worker pool, the choice of subnet
+// (ingress interface or the innermost relay's link-address), the pools and
+// their allocators, and the rule that a Reply leaves only after the
+// transaction's binding changes are committed to the store (one log entry
+// per client transaction).
+//
+// It must never: import package failover (failover plugs in through the
+// Policy interface defined here), send a Reply or commit a lease from an
+// Advertise, read the wall clock directly (time comes from a clock.Clock),
+// or let a malformed packet do more than bump pkt6-parse-failed.
+//
+// Goroutines: Serve runs one reader goroutine and Config.Workers workers; the
+// reclaimer runs in its own goroutine. Allocation state (pools) is shared and
+// locked per pool; the store serialises commits.
+package server

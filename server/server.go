@@ -1,0 +1,277 @@
+package server
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv6"
+	"github.com/insomniacslk/dhcp/iana"
+	"github.com/insomniacslk/dhcp/rfc1035label"
+	"go.uber.org/zap"
+
+	"github.com/tandem-dhcp/tandem/fsm"
+	"github.com/tandem-dhcp/tandem/internal/clock"
+)
+
+// Store is what the server needs from the durable binding database
+// (raftstore.Store implements it).
+type Store interface {
+	// Apply commits cmd; an error means it is not in the state.
+	Apply(cmd *fsm.Command) (uint64, error)
+	// State is the live database, for reads.
+	State() *fsm.State
+}
+
+// SubnetConfig is one link.
+type SubnetConfig struct {
+	Prefix            netip.Prefix
+	Interface         string // directly attached interface ("" for relayed-only)
+	Pools             []AddressRange
+	PDPools           []PDPool
+	PreferredLifetime time.Duration
+	ValidLifetime     time.Duration
+	RenewTime         time.Duration // T1
+	RebindTime        time.Duration // T2
+	DNSServers        []netip.Addr  // overrides Config.DNSServers
+}
+
+// AddressRange is an inclusive address range.
+type AddressRange struct{ First, Last netip.Addr }
+
+// PDPool delegates prefixes of DelegatedLength from Prefix.
+type PDPool struct {
+	Prefix          netip.Prefix
+	DelegatedLength int
+}
+
+// Config configures a Server.
+type Config struct {
+	Interfaces    []string
+	Port          int  // default 547
+	SiteMulticast bool // also join ff05::1:3
+	Subnets       []SubnetConfig
+	DNSServers    []netip.Addr
+	DomainSearch  []string
+	Preference    int
+	RapidCommit   bool
+	Workers       int // default 64
+	QueueSize     int // default 4096
+
+	DeclineHoldTime time.Duration // default 24h
+	ExpiredHoldTime time.Duration // default 1h
+	ReclaimInterval time.Duration // default 10s
+
+	// Policy decides responsiveness and allocation; default Standalone.
+	Policy Policy
+	Clock  clock.Clock
+	Logger *zap.Logger
+}
+
+func (c *Config) setDefaults() {
+	if c.Port == 0 {
+		c.Port = 547
+	}
+	if c.Workers == 0 {
+		c.Workers = 64
+	}
+	if c.QueueSize == 0 {
+		c.QueueSize = 4096
+	}
+	if c.DeclineHoldTime == 0 {
+		c.DeclineHoldTime = 24 * time.Hour
+	}
+	if c.ExpiredHoldTime == 0 {
+		c.ExpiredHoldTime = time.Hour
+	}
+	if c.ReclaimInterval == 0 {
+		c.ReclaimInterval = 10 * time.Second
+	}
+	if c.Policy == nil {
+		c.Policy = Standalone{Hold: c.ExpiredHoldTime}
+	}
+	if c.Clock == nil {
+		c.Clock = clock.Real{}
+	}
+	if c.Logger == nil {
+		c.Logger = zap.NewNop()
+	}
+}
+
+// Validate reports configuration errors (the config package has already
+// checked the file; this guards programmatic use).
+func (c *Config) Validate() error {
+	var errs []error
+	if len(c.Subnets) == 0 {
+		errs = append(errs, errors.New("no subnets"))
+	}
+	for i, sn := range c.Subnets {
+		if !sn.Prefix.IsValid() || !sn.Prefix.Addr().Is6() {
+			errs = append(errs, fmt.Errorf("subnet %d: bad prefix", i))
+		}
+		if sn.ValidLifetime < time.Second || sn.PreferredLifetime > sn.ValidLifetime {
+			errs = append(errs, fmt.Errorf("subnet %v: bad lifetimes", sn.Prefix))
+		}
+	}
+	if c.Workers < 1 || c.QueueSize < 1 {
+		errs = append(errs, errors.New("workers and queue size must be positive"))
+	}
+	return errors.Join(errs...)
+}
+
+type subnet struct {
+	cfg   SubnetConfig
+	pools []*pool
+}
+
+// Server is a DHCPv6 server. Create it with New, run it with Serve.
+type Server struct {
+	cfg          Config
+	store        Store
+	state        *fsm.State
+	policy       Policy
+	clock        clock.Clock
+	log          *zap.Logger
+	subnets      []*subnet
+	subnetByIf   map[string]*subnet
+	pools        *poolIndex
+	serverDUID   dhcpv6.DUID
+	duid         []byte
+	domainSearch *rfc1035label.Labels
+	metrics      *Metrics
+}
+
+// New builds a server on store: it records a server DUID in the store if
+// there is none yet, builds the pools and starts tracking their use.
+func New(cfg Config, store Store) (*Server, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("server config: %w", err)
+	}
+	s := &Server{cfg: cfg, store: store, state: store.State(), policy: cfg.Policy, clock: cfg.Clock,
+		log: cfg.Logger, subnetByIf: map[string]*subnet{}, metrics: newMetrics()}
+	if len(cfg.DomainSearch) > 0 {
+		s.domainSearch = &rfc1035label.Labels{Labels: cfg.DomainSearch}
+	}
+	var all []*pool
+	parity := s.policy.AddressParity()
+	for _, sc := range cfg.Subnets {
+		sn := &subnet{cfg: sc}
+		for _, r := range sc.Pools {
+			sn.pools = append(sn.pools, newAddrPool(sn, r.First, r.Last, parity))
+		}
+		for _, pd := range sc.PDPools {
+			sn.pools = append(sn.pools, newPDPool(sn, pd.Prefix, pd.DelegatedLength))
+		}
+		all = append(all, sn.pools...)
+		s.subnets = append(s.subnets, sn)
+		if sc.Interface != "" {
+			if _, dup := s.subnetByIf[sc.Interface]; !dup {
+				s.subnetByIf[sc.Interface] = sn
+			}
+		}
+	}
+	s.pools = newPoolIndex(all)
+	if err := s.ensureDUID(); err != nil {
+		return nil, err
+	}
+	s.state.SetObserver(&poolObserver{s: s})
+	return s, nil
+}
+
+// Close stops tracking the database.
+func (s *Server) Close() { s.state.SetObserver(nil) }
+
+// DUID returns the server DUID bytes.
+func (s *Server) DUID() []byte { return append([]byte(nil), s.duid...) }
+
+// Metrics returns the server's counters.
+func (s *Server) Metrics() *Metrics { return s.metrics }
+
+// ensureDUID loads the server DUID from the store, creating and committing a
+// DUID-LLT (or DUID-UUID on a host with no hardware address) the first time.
+func (s *Server) ensureDUID() error {
+	if b := s.state.ServerDUID(); len(b) > 0 {
+		return s.setDUID(b)
+	}
+	d := newDUID(s.cfg.Interfaces, s.clock.Now())
+	if _, err := s.store.Apply(&fsm.Command{Type: fsm.CmdSetServerDUID, Time: s.clock.Now().UnixNano(),
+		Origin: fsm.OriginServer, Note: "server DUID created", ServerDUID: d}); err != nil {
+		return fmt.Errorf("store server DUID: %w", err)
+	}
+	// First writer wins: read back what the store holds.
+	return s.setDUID(s.state.ServerDUID())
+}
+
+func (s *Server) setDUID(b []byte) error {
+	d, err := dhcpv6.DUIDFromBytes(b)
+	if err != nil {
+		return fmt.Errorf("stored server DUID %x: %w", b, err)
+	}
+	s.serverDUID, s.duid = d, append([]byte(nil), b...)
+	return nil
+}
+
+func newDUID(ifaces []string, now time.Time) []byte {
+	for _, name := range ifaces {
+		ifi, err := net.InterfaceByName(name)
+		if err == nil && len(ifi.HardwareAddr) == 6 {
+			t := uint32(now.Unix() - 946684800)
+			return dhcpv6.DUIDLLT{HWType: iana.HWTypeEthernet, Time: t, LinkLayerAddr: ifi.HardwareAddr}.ToBytes()
+		}
+	}
+	var u [16]byte
+	_, _ = rand.Read(u[:])
+	u[6] = u[6]&0x0f | 0x40
+	u[8] = u[8]&0x3f | 0x80
+	b := make([]byte, 2, 18)
+	binary.BigEndian.PutUint16(b, uint16(dhcpv6.DUID_UUID))
+	return append(b, u[:]...)
+}
+
+// poolObserver keeps each pool's slotset in step with the database.
+type poolObserver struct{ s *Server }
+
+func (o *poolObserver) taken(b *fsm.Binding) bool { return !o.s.policy.Available(b, "") }
+
+func (o *poolObserver) BindingChanged(old, nb *fsm.Binding) {
+	r := nb
+	if r == nil {
+		r = old
+	}
+	p := o.s.pools.find(r.Resource)
+	if p == nil {
+		return
+	}
+	slot, ok := p.slotOf(r.Resource)
+	if !ok {
+		return
+	}
+	p.mark(slot, nb != nil && o.taken(nb))
+}
+
+func (o *poolObserver) Reset(v *fsm.View) {
+	for _, p := range o.s.pools.pools {
+		p.mu.Lock()
+		p.set = newSlotset(p.set.last)
+		p.mu.Unlock()
+		from := fsm.Resource{Type: p.typ, Len: 0, IP: p.first.bytes()}
+		if p.typ != fsm.IAPD {
+			from.Type = fsm.IANA
+		}
+		v.Ascend(from, func(b *fsm.Binding) bool {
+			a := u128From(b.Resource.IP)
+			if b.Resource.Type != from.Type || p.last.less(a) {
+				return false
+			}
+			if slot, ok := p.slotOf(b.Resource); ok && o.taken(b) {
+				p.mark(slot, true)
+			}
+			return true
+		})
+	}
+}
