@@ -215,7 +215,7 @@ func (s *snapReader) next(i uint64, b *Binding) error {
 	if n == 0 || n > maxRecordLen {
 		return fmt.Errorf("%w: binding %d at byte %d: record length %d", ErrCorruptSnapshot, i, s.size, n)
 	}
-	s.rec = s.rec[:n]
+	s.rec = append(s.rec[:0], make([]byte, n)...) // n may exceed the initial capacity (up to maxRecordLen)
 	if err := s.full(s.rec, fmt.Sprintf("binding %d", i)); err != nil {
 		return err
 	}
@@ -284,8 +284,12 @@ func (s *State) Restore(r io.Reader) (*SnapshotHeader, error) {
 		return nil, err
 	}
 	s.mu.Lock()
+	defer s.mu.Unlock()
+	t.obs = s.t.obs
 	s.t = t
-	s.mu.Unlock()
+	if t.obs != nil {
+		t.obs.Reset(&View{t: t.clone()})
+	}
 	return h, nil
 }
 

@@ -97,6 +97,21 @@ type tables struct {
 
 	lastIndex, lastTerm uint64
 	lastTime            int64 // Time of the last applied command (Unix ns)
+
+	// obs, if set, is told of every binding change (never set on a View's tables).
+	obs Observer
+}
+
+// Observer is told of binding changes as they are applied. Its methods run on
+// the apply goroutine while the State's write lock is held: they must be quick
+// and must not call State methods. The bindings passed are immutable.
+type Observer interface {
+	// BindingChanged reports one change: old is nil for a new binding, nb is
+	// nil for a deleted one.
+	BindingChanged(old, nb *Binding)
+	// Reset reports that the whole table is now v (observation began, or a
+	// snapshot was restored); earlier changes are void.
+	Reset(v *View)
 }
 
 func newTables() *tables {
@@ -114,21 +129,29 @@ func (t *tables) clone() *tables {
 	c.byClient = t.byClient.Clone()
 	c.byExpiry = t.byExpiry.Clone()
 	c.owed = t.owed.Clone()
+	c.obs = nil
 	return &c
 }
 
 // put stores nb (already validated, Rev set), replacing any binding with the
 // same resource, and keeps every index in step.
 func (t *tables) put(nb *Binding) {
-	if old, ok := t.bindings.ReplaceOrInsert(nb); ok {
+	old, ok := t.bindings.ReplaceOrInsert(nb)
+	if ok {
 		t.unindex(old)
 	}
 	t.index(nb)
+	if t.obs != nil {
+		t.obs.BindingChanged(old, nb)
+	}
 }
 
 func (t *tables) del(r Resource) {
 	if old, ok := t.bindings.Delete(&Binding{Resource: r}); ok {
 		t.unindex(old)
+		if t.obs != nil {
+			t.obs.BindingChanged(old, nil)
+		}
 	}
 }
 
@@ -264,6 +287,18 @@ func (s *State) ApplyBatch(es []Entry) []*Result {
 		out[i] = s.t.apply(&es[i])
 	}
 	return out
+}
+
+// SetObserver makes o receive every later binding change. o.Reset is called
+// first, with the current table, under the same lock, so o misses nothing.
+// Pass nil to stop observing.
+func (s *State) SetObserver(o Observer) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.t.obs = o
+	if o != nil {
+		o.Reset(&View{t: s.t.clone()})
+	}
 }
 
 // View returns a consistent read-only view of the whole database as of now.

@@ -132,6 +132,30 @@ func (r Resource) String() string {
 	return r.Type.String() + " " + r.Addr().String()
 }
 
+// ParseResource parses the String form: "na 2001:db8::1", "ta ...", "pd 2001:db8:8000::/56".
+func ParseResource(s string) (Resource, error) {
+	ts, v, ok := strings.Cut(strings.TrimSpace(s), " ")
+	if !ok {
+		return Resource{}, fmt.Errorf("resource %q: want \"na ADDRESS\" or \"pd PREFIX\"", s)
+	}
+	t, err := ParseIAType(ts)
+	if err != nil {
+		return Resource{}, err
+	}
+	if t == IAPD {
+		p, err := netip.ParsePrefix(strings.TrimSpace(v))
+		if err != nil || !p.Addr().Is6() || p.Masked() != p {
+			return Resource{}, fmt.Errorf("resource %q: bad prefix", s)
+		}
+		return PrefixResource(p), nil
+	}
+	a, err := netip.ParseAddr(strings.TrimSpace(v))
+	if err != nil || !a.Is6() {
+		return Resource{}, fmt.Errorf("resource %q: bad IPv6 address", s)
+	}
+	return AddrResource(t, a), nil
+}
+
 // Valid reports whether r is well formed: a known type, addresses are /128,
 // prefixes are at most /128 with no host bits set.
 func (r Resource) Valid() bool {
@@ -178,6 +202,25 @@ const (
 
 	knownFlags = FlagUpdateOwed | FlagResent
 )
+
+// Names returns the names of the flags that are set ("update-owed",
+// "resent"), and any unknown bits in hex.
+func (f Flags) Names() []string {
+	var out []string
+	for _, n := range []struct {
+		f    Flags
+		name string
+	}{{FlagUpdateOwed, "update-owed"}, {FlagResent, "resent"}} {
+		if f&n.f != 0 {
+			out = append(out, n.name)
+			f &^= n.f
+		}
+	}
+	if f != 0 {
+		out = append(out, fmt.Sprintf("%#x", uint8(f)))
+	}
+	return out
+}
 
 // Binding is one lease record. All times are Unix seconds (0 = unset); the
 // lifetimes are seconds as given to the client. A Binding held by State is

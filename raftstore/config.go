@@ -91,8 +91,17 @@ func (c *Config) Validate() error {
 	if c.SnapshotRetain < 0 {
 		errs = append(errs, fmt.Errorf("snapshot-retain: %d must be at least 1", c.SnapshotRetain))
 	}
-	if c.SnapshotInterval < 0 || c.ApplyTimeout < 0 || c.OpenTimeout < 0 {
-		errs = append(errs, errors.New("durations must not be negative"))
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"snapshot-interval", c.SnapshotInterval}, {"apply-timeout", c.ApplyTimeout}, {"open-timeout", c.OpenTimeout}} {
+		if d.v < 0 {
+			errs = append(errs, fmt.Errorf("%s: %v must not be negative", d.name, d.v))
+		}
+	}
+	if c.SnapshotInterval > 0 && c.SnapshotInterval < 5*time.Millisecond {
+		// raft refuses less, with an error that names its own field.
+		errs = append(errs, fmt.Errorf("snapshot-interval: %v is below the minimum of 5ms", c.SnapshotInterval))
 	}
 	return errors.Join(errs...)
 }

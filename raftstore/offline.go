@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -32,7 +33,7 @@ func OpenLog(dataDir string, timeout time.Duration) (*LogReader, error) {
 	}
 	r := &LogReader{dir: dataDir, logs: logs}
 	if _, err := os.Stat(filepath.Join(dataDir, snapDir)); err == nil {
-		r.snaps, err = raft.NewFileSnapshotStoreWithLogger(filepath.Join(dataDir, snapDir), 1<<30, hclog.NewNullLogger())
+		r.snaps, err = raft.NewFileSnapshotStoreWithLogger(dataDir, 1<<30, hclog.NewNullLogger())
 		if err != nil {
 			logs.Close()
 			return nil, fmt.Errorf("open snapshot store: %w", err)
@@ -74,20 +75,13 @@ func (r *LogReader) Info() (*LogInfo, error) {
 		in.DBBytes = fi.Size()
 	}
 	var err error
-	if in.FirstIndex, err = r.logs.FirstIndex(); err != nil {
-		return nil, corruptLogErr(filepath.Join(r.dir, logFile), err)
+	if in.FirstIndex, in.LastIndex, err = r.bounds(); err != nil {
+		return nil, err
 	}
-	if in.LastIndex, err = r.logs.LastIndex(); err != nil {
-		return nil, corruptLogErr(filepath.Join(r.dir, logFile), err)
-	}
-	var l raft.Log
 	if in.FirstIndex != 0 {
-		if r.logs.GetLog(in.FirstIndex, &l) == nil {
-			in.FirstTime = l.AppendedAt
-		}
-		if r.logs.GetLog(in.LastIndex, &l) == nil {
-			in.LastTime = l.AppendedAt
-		}
+		// entry recovers from a damaged page; AppendedAt stays zero then.
+		in.FirstTime = r.entry(in.FirstIndex).AppendedAt
+		in.LastTime = r.entry(in.LastIndex).AppendedAt
 	}
 	in.Snapshots, err = r.Snapshots()
 	return in, err
@@ -131,13 +125,9 @@ type LogEntry struct {
 // Entries calls fn for each entry with from <= index <= to (clamped to the
 // log), in order, until fn returns an error, which Entries returns.
 func (r *LogReader) Entries(from, to uint64, fn func(*LogEntry) error) error {
-	first, err := r.logs.FirstIndex()
+	first, last, err := r.bounds()
 	if err != nil {
-		return corruptLogErr(filepath.Join(r.dir, logFile), err)
-	}
-	last, err := r.logs.LastIndex()
-	if err != nil {
-		return corruptLogErr(filepath.Join(r.dir, logFile), err)
+		return err
 	}
 	if from < first {
 		from = first
@@ -153,8 +143,28 @@ func (r *LogReader) Entries(from, to uint64, fn func(*LogEntry) error) error {
 	return nil
 }
 
+// bounds returns the first and last index. bbolt panics on some damaged
+// pages (a bad branch page under the cursor); that becomes ErrCorruptLog.
+func (r *LogReader) bounds() (first, last uint64, err error) {
+	path := filepath.Join(r.dir, logFile)
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if p := recover(); p != nil {
+			first, last, err = 0, 0, corruptLogErr(path, fmt.Errorf("%v", p))
+		}
+	}()
+	if first, err = r.logs.FirstIndex(); err != nil {
+		return 0, 0, corruptLogErr(path, err)
+	}
+	if last, err = r.logs.LastIndex(); err != nil {
+		return 0, 0, corruptLogErr(path, err)
+	}
+	return first, last, nil
+}
+
 func (r *LogReader) entry(i uint64) (e *LogEntry) {
 	e = &LogEntry{Index: i}
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if p := recover(); p != nil {
 			e.Err = fmt.Errorf("%w: entry %d: %v", ErrCorruptLog, i, p)
@@ -199,9 +209,9 @@ type ReplayResult struct {
 // before it, then the log entries after the snapshot up to target. It fails
 // with ErrNotReplayable when the log has been compacted past the target.
 func (r *LogReader) Replay(target ReplayTarget) (*ReplayResult, error) {
-	first, err := r.logs.FirstIndex()
+	first, _, err := r.bounds()
 	if err != nil {
-		return nil, corruptLogErr(filepath.Join(r.dir, logFile), err)
+		return nil, err
 	}
 	snaps, err := r.Snapshots()
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sync"
 	"syscall"
 	"time"
@@ -20,8 +21,8 @@ import (
 
 const (
 	logFile   = "raft.db"
-	snapDir   = "snapshots"
-	transAddr = "local" // in-memory transport address; never dialled
+	snapDir   = "snapshots" // made by raft's FileSnapshotStore inside the dir it is given
+	transAddr = "local"     // in-memory transport address; never dialled
 )
 
 // Store is one node's durable binding database. Apply, State and the read
@@ -63,16 +64,33 @@ func Open(cfg Config) (_ *Store, err error) {
 	}()
 
 	start := time.Now()
-	if s.logs, err = openBolt(filepath.Join(c.DataDir, logFile), false, c.OpenTimeout); err != nil {
-		return nil, err
+	logPath := filepath.Join(c.DataDir, logFile)
+	// bbolt turns an empty file into a new, empty database. The snapshots
+	// directory is made right after raft.db was first written and synced, so
+	// an empty raft.db next to it is a damaged log, not a new one.
+	if fi, serr := os.Stat(logPath); serr == nil && fi.Size() == 0 {
+		if _, serr := os.Stat(filepath.Join(c.DataDir, snapDir)); serr == nil {
+			return nil, corruptLogErr(logPath, errors.New("the file is empty, but this data dir held a log"))
+		}
 	}
-	first, last, err := verifyLog(s.logs, filepath.Join(c.DataDir, logFile))
-	if err != nil {
+	if s.logs, err = openBolt(logPath, false, c.OpenTimeout); err != nil {
 		return nil, err
 	}
 	hlog := newRaftLogger(c.Logger)
-	if s.snaps, err = raft.NewFileSnapshotStoreWithLogger(filepath.Join(c.DataDir, snapDir), c.SnapshotRetain, hlog); err != nil {
+	removeUnfinishedSnapshots(c.DataDir, s.log)
+	// raft keeps its snapshots in base/snapshots (= snapDir): pass the data dir.
+	if s.snaps, err = raft.NewFileSnapshotStoreWithLogger(c.DataDir, c.SnapshotRetain, hlog); err != nil {
 		return nil, fmt.Errorf("open snapshot store: %w", diskErr(err))
+	}
+	// raft restores the newest snapshot and applies the entries after it:
+	// those must all decode.
+	applyFrom := uint64(1)
+	if metas, lerr := s.snaps.List(); lerr == nil && len(metas) > 0 {
+		applyFrom = metas[0].Index + 1
+	}
+	first, last, err := verifyLog(s.logs, logPath, applyFrom)
+	if err != nil {
+		return nil, err
 	}
 	if err := verifyNewestSnapshot(s.snaps, first, last, c.DataDir); err != nil {
 		return nil, err
@@ -268,22 +286,44 @@ func diskErr(err error) error {
 
 // openBolt opens raft.db; bbolt may panic on a damaged file, which becomes ErrCorruptLog.
 func openBolt(path string, readOnly bool, timeout time.Duration) (st *raftboltdb.BoltStore, err error) {
+	// After a panic inside bbolt.Open there is no *bbolt.DB to close, so keep
+	// the file bbolt opened, unlock and close it here: otherwise its flock
+	// blocks every later open of raft.db in this process (closing alone is not
+	// enough, bbolt's memory map keeps the open file description alive; the
+	// mapping itself stays until the process exits).
+	var file *os.File
+	openFile := func(name string, flag int, perm os.FileMode) (*os.File, error) {
+		f, err := os.OpenFile(name, flag, perm)
+		if err == nil {
+			file = f
+		}
+		return f, err
+	}
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if p := recover(); p != nil {
+			if file != nil {
+				_ = syscall.Flock(int(file.Fd()), syscall.LOCK_UN)
+				_ = file.Close()
+			}
 			st, err = nil, corruptLogErr(path, fmt.Errorf("%v", p))
 		}
 	}()
 	if readOnly {
-		if _, err := os.Stat(path); err != nil {
+		fi, err := os.Stat(path)
+		if err != nil {
 			if os.IsNotExist(err) {
 				return nil, fmt.Errorf("%w: %s does not exist (is this a Tandem data dir?)", ErrNoData, path)
 			}
 			return nil, err
 		}
+		if fi.Size() == 0 {
+			return nil, corruptLogErr(path, errors.New("the file is empty"))
+		}
 	}
 	st, err = raftboltdb.New(raftboltdb.Options{
 		Path:        path,
-		BoltOptions: &bbolt.Options{Timeout: timeout, ReadOnly: readOnly},
+		BoltOptions: &bbolt.Options{Timeout: timeout, ReadOnly: readOnly, OpenFile: openFile},
 	})
 	switch {
 	case err == nil:
@@ -308,14 +348,28 @@ func corruptLogErr(path string, cause error) error {
 		ErrCorruptLog, path, cause, path, path, filepath.Dir(path))
 }
 
-// verifyLog reads every entry once, so a damaged raft.db is reported here and
-// not by a panic inside raft later. It returns the first and last index.
-func verifyLog(logs *raftboltdb.BoltStore, path string) (first, last uint64, err error) {
+// Keys raft reads from the stable store (hashicorp/raft api.go).
+var stableKeys = []string{"CurrentTerm", "LastVoteTerm", "LastVoteCand"}
+
+// verifyLog reads every entry and the stable store keys once, so a damaged
+// raft.db is reported here and not by a panic inside raft later, and checks
+// that every command from index applyFrom on (the ones raft will apply)
+// decodes: the fsm would skip a damaged one, silently losing its change. It
+// returns the first and last index.
+func verifyLog(logs *raftboltdb.BoltStore, path string, applyFrom uint64) (first, last uint64, err error) {
+	// A damaged page can make bbolt follow a pointer out of its memory map;
+	// make that fault a panic (recovered below) instead of a fatal error.
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if p := recover(); p != nil {
 			err = corruptLogErr(path, fmt.Errorf("%v", p))
 		}
 	}()
+	for _, k := range stableKeys {
+		if _, err := logs.Get([]byte(k)); err != nil && !errors.Is(err, raftboltdb.ErrKeyNotFound) {
+			return 0, 0, corruptLogErr(path, fmt.Errorf("stable store key %s: %v", k, err))
+		}
+	}
 	if first, err = logs.FirstIndex(); err != nil {
 		return 0, 0, corruptLogErr(path, err)
 	}
@@ -330,8 +384,32 @@ func verifyLog(logs *raftboltdb.BoltStore, path string) (first, last uint64, err
 		if l.Index != i {
 			return 0, 0, corruptLogErr(path, fmt.Errorf("entry %d holds index %d", i, l.Index))
 		}
+		if i >= applyFrom && l.Type == raft.LogCommand {
+			if _, err := fsm.DecodeCommand(l.Data); err != nil {
+				if errors.Is(err, fsm.ErrUnsupportedVersion) {
+					return 0, 0, fmt.Errorf("%s: entry %d: %w", path, i, err)
+				}
+				return 0, 0, corruptLogErr(path, fmt.Errorf("entry %d: %v", i, err))
+			}
+		}
 	}
 	return first, last, nil
+}
+
+// removeUnfinishedSnapshots deletes the snapshot directories a crash left
+// half written (raft writes snapshots/<id>.tmp and renames it when complete,
+// and never looks at a .tmp again). Only the data dir's lock holder writes
+// snapshots, so at Open every .tmp is garbage; left alone, each crash during
+// a snapshot would leak up to a whole snapshot of disk space.
+func removeUnfinishedSnapshots(dataDir string, log *zap.Logger) {
+	tmps, _ := filepath.Glob(filepath.Join(dataDir, snapDir, "*.tmp"))
+	for _, d := range tmps {
+		if err := os.RemoveAll(d); err != nil {
+			log.Warn("cannot remove unfinished snapshot", zap.String("path", d), zap.Error(err))
+			continue
+		}
+		log.Info("removed unfinished snapshot left by a crash", zap.String("path", d))
+	}
 }
 
 // verifyNewestSnapshot checks the newest snapshot's checksum and that the log

@@ -275,3 +275,28 @@ func (o *poolObserver) Reset(v *fsm.View) {
 		})
 	}
 }
+
+// PoolUsage is one pool's utilisation.
+type PoolUsage struct {
+	Subnet netip.Prefix
+	Type   fsm.IAType
+	First  netip.Addr
+	Last   netip.Addr
+	Length int // delegated length for PD pools, 128 for addresses
+	// Used counts slots holding a binding not available to this server;
+	// Total counts the slots this server may allocate (its parity only under failover).
+	Used, Total uint64
+}
+
+// Pools reports the utilisation of every pool.
+func (s *Server) Pools() []PoolUsage {
+	var out []PoolUsage
+	for _, sn := range s.subnets {
+		for _, p := range sn.pools {
+			used, total := p.usage()
+			out = append(out, PoolUsage{Subnet: sn.cfg.Prefix, Type: p.typ, First: netip.AddrFrom16(p.first.bytes()),
+				Last: netip.AddrFrom16(p.last.bytes()), Length: int(p.plen), Used: used, Total: total})
+		}
+	}
+	return out
+}

@@ -162,6 +162,11 @@ func (s *slotset) find(n *snode, l int, from uint64) (uint64, bool) {
 			return 0, false
 		}
 		c = bits.TrailingZeros64(free)
+		if uint64(c) > (s.last-base)/span {
+			// Child c starts beyond last (at the root of a 2^64 set its
+			// base would wrap around to 0): there is nothing more to find.
+			return 0, false
+		}
 		childBase := base + uint64(c)*span
 		start := childBase
 		if c == c0 {
@@ -176,7 +181,7 @@ func (s *slotset) find(n *snode, l int, from uint64) (uint64, bool) {
 		if slot, ok := s.find(n.kids[c], l-1, start); ok {
 			return slot, true
 		}
-		c++
+		c += 2
 	}
 	return 0, false
 }

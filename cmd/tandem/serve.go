@@ -1,0 +1,278 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"os/signal"
+	"slices"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/urfave/cli/v2"
+	"go.uber.org/zap"
+
+	"github.com/tandem-dhcp/tandem/config"
+	"github.com/tandem-dhcp/tandem/control"
+	"github.com/tandem-dhcp/tandem/fsm"
+	"github.com/tandem-dhcp/tandem/raftstore"
+	"github.com/tandem-dhcp/tandem/server"
+)
+
+const defaultConfigPath = "/etc/tandem/tandem.toml"
+
+func configFlag() *cli.StringFlag {
+	return &cli.StringFlag{Name: "config", Aliases: []string{"c"}, Value: defaultConfigPath,
+		Usage: "configuration file (TOML)", EnvVars: []string{"TANDEM_CONFIG"}}
+}
+
+// serveCommand is `tandem serve`: the daemon.
+func serveCommand(e *env) *cli.Command {
+	return &cli.Command{
+		Name:  "serve",
+		Usage: "run the DHCPv6 server (the daemon)",
+		Description: "Opens the data dir, replays the lease log, listens on UDP port 547 on the configured\n" +
+			"interfaces and serves the control API on the control socket. SIGINT or SIGTERM stop it cleanly.",
+		Flags: []cli.Flag{configFlag()},
+		Action: func(c *cli.Context) error {
+			cfg, err := config.Load(c.String("config"))
+			if err != nil {
+				return cli.Exit(fmt.Sprintf("configuration not valid:\n%v", err), exitFailure)
+			}
+			format := cfg.Log.Format
+			if format == "" {
+				format = "json"
+				if isTerminal(e.stderr) {
+					format = "console"
+				}
+			}
+			log, err := newLogger(cfg.Log.Level, format, e.stderr)
+			if err != nil {
+				return cli.Exit(err.Error(), exitFailure)
+			}
+			ctx, stop := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			if err := runDaemon(ctx, cfg, log); err != nil {
+				log.Error("tandem stopped", zap.Error(err))
+				return cli.Exit(err.Error(), exitFailure)
+			}
+			return nil
+		},
+	}
+}
+
+// daemon ties the store, the DHCP server and the control API together.
+type daemon struct {
+	cfg     *config.Config
+	store   *raftstore.Store
+	srv     *server.Server
+	started time.Time
+}
+
+func runDaemon(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
+	st, err := raftstore.Open(raftstore.Config{DataDir: cfg.DataDir, SnapshotThreshold: cfg.Store.SnapshotThreshold,
+		TrailingLogs: cfg.Store.TrailingLogs, SnapshotRetain: cfg.Store.SnapshotRetain, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := st.Close(); err != nil {
+			log.Warn("close store", zap.Error(err))
+		}
+	}()
+	srv, err := server.New(serverConfig(cfg, log), st)
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+	d := &daemon{cfg: cfg, store: st, srv: srv, started: time.Now()}
+	l, err := control.Listen(cfg.ControlSocket)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(cfg.ControlSocket)
+	ctlErr := make(chan error, 1)
+	go func() { ctlErr <- control.Serve(ctx, l, d) }()
+	log.Info("control socket ready", zap.String("path", cfg.ControlSocket))
+	err = srv.Serve(ctx)
+	if cerr := <-ctlErr; err == nil && cerr != nil {
+		err = fmt.Errorf("control API: %w", cerr)
+	}
+	return err
+}
+
+func serverConfig(cfg *config.Config, log *zap.Logger) server.Config {
+	sc := server.Config{
+		Interfaces: cfg.DHCP.Interfaces, Port: cfg.DHCP.Port, SiteMulticast: cfg.DHCP.SiteMulticast,
+		DomainSearch: cfg.DHCP.DomainSearch, Preference: cfg.DHCP.Preference, RapidCommit: *cfg.DHCP.RapidCommit,
+		Workers: cfg.DHCP.Workers, QueueSize: cfg.DHCP.QueueSize,
+		DeclineHoldTime: cfg.DHCP.DeclineHoldTime.Duration, ExpiredHoldTime: cfg.DHCP.ExpiredHoldTime.Duration,
+		ReclaimInterval: cfg.DHCP.ReclaimInterval.Duration, Logger: log,
+	}
+	for _, s := range cfg.Subnets {
+		if len(s.ParsedDNS) > 0 && len(sc.DNSServers) == 0 && len(s.DNSServers) == 0 {
+			sc.DNSServers = s.ParsedDNS
+		}
+		ss := server.SubnetConfig{Prefix: s.ParsedPrefix, Interface: s.Interface,
+			PreferredLifetime: s.PreferredLifetime.Duration, ValidLifetime: s.ValidLifetime.Duration,
+			RenewTime: s.RenewTime.Duration, RebindTime: s.RebindTime.Duration}
+		if len(s.DNSServers) > 0 {
+			ss.DNSServers = s.ParsedDNS
+		}
+		for _, r := range s.ParsedPools {
+			ss.Pools = append(ss.Pools, server.AddressRange{First: r.First, Last: r.Last})
+		}
+		for _, p := range s.ParsedPDPools {
+			ss.PDPools = append(ss.PDPools, server.PDPool{Prefix: p.Prefix, DelegatedLength: p.DelegatedLength})
+		}
+		sc.Subnets = append(sc.Subnets, ss)
+	}
+	return sc
+}
+
+// State implements control.Backend.
+func (d *daemon) State() *fsm.State { return d.store.State() }
+
+// Status implements control.Backend.
+func (d *daemon) Status() control.Status {
+	info := d.store.Info()
+	st := control.Status{Version: version, ServerDUID: fmt.Sprintf("%x", d.srv.DUID()),
+		Uptime: time.Since(d.started).Round(time.Second).String(),
+		Store: control.StoreStatus{DataDir: info.DataDir, AppliedIndex: info.AppliedIndex,
+			FirstLogIndex: info.FirstLogIndex, LastLogIndex: info.LastLogIndex, DBBytes: info.DBBytes},
+		Bindings: map[string]int{}, Counters: d.srv.Metrics().Snapshot()}
+	if info.LastSnapshot != nil {
+		st.Store.LastSnapshot = info.LastSnapshot.Index
+	}
+	stats := d.store.State().Stats()
+	for t := fsm.IANA; t <= fsm.IAPD; t++ {
+		for s := fsm.StatusActive; s <= fsm.StatusReset; s++ {
+			if n := stats.Counts[t][s]; n > 0 {
+				st.Bindings[t.String()+"/"+s.String()] = n
+			}
+		}
+	}
+	st.Counters["assigned-nas"] = uint64(stats.Counts[fsm.IANA][fsm.StatusActive])
+	st.Counters["assigned-pds"] = uint64(stats.Counts[fsm.IAPD][fsm.StatusActive])
+	for _, p := range d.srv.Pools() {
+		ps := control.PoolStatus{Subnet: p.Subnet.String(), Type: p.Type.String(), Used: p.Used,
+			Total: strconv.FormatUint(p.Total, 10)}
+		if p.Type == fsm.IAPD {
+			ps.Range = fmt.Sprintf("%s-%s /%d", p.First, p.Last, p.Length)
+		} else {
+			ps.Range = fmt.Sprintf("%s-%s", p.First, p.Last)
+		}
+		if p.Total > 0 {
+			ps.Ratio = float64(p.Used) / float64(p.Total)
+		}
+		st.Pools = append(st.Pools, ps)
+	}
+	return st
+}
+
+// configCommand is `tandem config check FILE`.
+func configCommand(e *env) *cli.Command {
+	return &cli.Command{
+		Name:  "config",
+		Usage: "work with configuration files",
+		Subcommands: []*cli.Command{{
+			Name:      "check",
+			Usage:     "validate a configuration file without starting anything",
+			ArgsUsage: "FILE",
+			Action: func(c *cli.Context) error {
+				if c.NArg() != 1 {
+					return cli.Exit("usage: tandem config check FILE", exitUsage)
+				}
+				cfg, err := config.Load(c.Args().First())
+				if err != nil {
+					return cli.Exit(fmt.Sprintf("%v", err), exitFailure)
+				}
+				fmt.Fprintf(e.stdout, "%s: ok (%d subnets, data dir %s)\n", cfg.Path(), len(cfg.Subnets), cfg.DataDir)
+				return nil
+			},
+		}},
+	}
+}
+
+func socketFlag() *cli.StringFlag {
+	return &cli.StringFlag{Name: "socket", Aliases: []string{"s"}, Value: "/run/tandem/tandem.sock",
+		Usage: "the daemon's control socket", EnvVars: []string{"TANDEM_SOCKET"}}
+}
+
+// leaseCommand is `tandem lease ...`.
+func leaseCommand(e *env) *cli.Command {
+	return &cli.Command{
+		Name:  "lease",
+		Usage: "look at leases in a running daemon",
+		Subcommands: []*cli.Command{{
+			Name:  "list",
+			Usage: "list leases (all, or filtered)",
+			Flags: []cli.Flag{socketFlag(), jsonFlag(nil),
+				&cli.StringFlag{Name: "type", Usage: "na or pd"},
+				&cli.StringFlag{Name: "state", Usage: "binding status, e.g. ACTIVE"},
+				&cli.StringFlag{Name: "duid", Usage: "client DUID, hex"},
+				&cli.IntFlag{Name: "limit", Usage: "at most this many"},
+				&cli.StringFlag{Name: "after", Usage: `page after this lease ("na ADDRESS" or "pd PREFIX")`},
+			},
+			Action: func(c *cli.Context) error {
+				f := control.LeaseFilter{Type: c.String("type"), State: c.String("state"), DUID: c.String("duid"),
+					Limit: c.Int("limit"), After: c.String("after")}
+				ls, err := control.NewClient(c.String("socket")).Leases(c.Context, f)
+				if err != nil {
+					return cli.Exit(err.Error(), exitFailure)
+				}
+				if c.Bool("json") {
+					return writeJSON(e.stdout, ls)
+				}
+				fmt.Fprintf(e.stdout, "%-4s %-44s %-12s %-10s %-24s %s\n", "TYPE", "ADDRESS/PREFIX", "STATE", "IAID", "VALID UNTIL", "DUID")
+				for _, l := range ls {
+					res := l.Address
+					if res == "" {
+						res = l.Prefix
+					}
+					fmt.Fprintf(e.stdout, "%-4s %-44s %-12s %-10d %-24s %s\n", l.Type, res, l.State, l.IAID, l.ValidUntil, l.DUID)
+				}
+				fmt.Fprintf(e.stdout, "%d leases\n", len(ls))
+				return nil
+			},
+		}},
+	}
+}
+
+// statusCommand is `tandem status`.
+func statusCommand(e *env) *cli.Command {
+	return &cli.Command{
+		Name:  "status",
+		Usage: "show a running daemon's status",
+		Flags: []cli.Flag{socketFlag(), jsonFlag(nil)},
+		Action: func(c *cli.Context) error {
+			ctx, cancel := context.WithTimeout(c.Context, 10*time.Second)
+			defer cancel()
+			st, err := control.NewClient(c.String("socket")).Status(ctx)
+			if err != nil {
+				if errors.Is(err, context.DeadlineExceeded) {
+					return cli.Exit("the daemon did not answer within 10s", exitFailure)
+				}
+				return cli.Exit(err.Error(), exitFailure)
+			}
+			if c.Bool("json") {
+				return writeJSON(e.stdout, st)
+			}
+			fmt.Fprintf(e.stdout, "tandem %s, up %s, server DUID %s\n", st.Version, st.Uptime, st.ServerDUID)
+			fmt.Fprintf(e.stdout, "store: %s, applied index %d, log %d..%d, last snapshot at %d, raft.db %d bytes\n",
+				st.Store.DataDir, st.Store.AppliedIndex, st.Store.FirstLogIndex, st.Store.LastLogIndex, st.Store.LastSnapshot, st.Store.DBBytes)
+			fmt.Fprintln(e.stdout, "pools:")
+			for _, p := range st.Pools {
+				fmt.Fprintf(e.stdout, "  %-20s %-3s %-50s %d/%s used (%.2f%%)\n", p.Subnet, p.Type, p.Range, p.Used, p.Total, 100*p.Ratio)
+			}
+			fmt.Fprintln(e.stdout, "bindings:")
+			for _, k := range slices.Sorted(maps.Keys(st.Bindings)) {
+				fmt.Fprintf(e.stdout, "  %-20s %d\n", k, st.Bindings[k])
+			}
+			return nil
+		},
+	}
+}

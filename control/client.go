@@ -1,0 +1,106 @@
+package control
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"syscall"
+	"time"
+)
+
+// Client talks to a daemon's control socket.
+type Client struct {
+	path string
+	hc   *http.Client
+}
+
+// NewClient returns a client for the socket at path.
+func NewClient(path string) *Client {
+	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", path)
+	}}
+	return &Client{path: path, hc: &http.Client{Transport: tr, Timeout: 5 * time.Minute}}
+}
+
+// dialErr turns a connection failure into advice.
+func (c *Client) dialErr(err error) error {
+	switch {
+	case errors.Is(err, os.ErrNotExist), errors.Is(err, syscall.ENOENT), errors.Is(err, syscall.ECONNREFUSED):
+		return fmt.Errorf("no tandem daemon is listening on %s: is it running (tandem serve --config FILE)? is --socket right?", c.path)
+	case errors.Is(err, os.ErrPermission), errors.Is(err, syscall.EACCES):
+		return fmt.Errorf("permission denied on %s: the control socket is mode 0600; run this as the daemon's user (usually root)", c.path)
+	}
+	return fmt.Errorf("control socket %s: %w", c.path, err)
+}
+
+func (c *Client) get(ctx context.Context, path string, q url.Values, out any) error {
+	u := "http://tandem" + path
+	if len(q) > 0 {
+		u += "?" + q.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return c.dialErr(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		var e struct {
+			Error string `json:"error"`
+		}
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		if json.Unmarshal(b, &e) == nil && e.Error != "" {
+			return errors.New(e.Error)
+		}
+		return fmt.Errorf("daemon answered %s", resp.Status)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("bad answer from daemon: %w", err)
+	}
+	return nil
+}
+
+// Status returns the daemon's status.
+func (c *Client) Status(ctx context.Context) (*Status, error) {
+	var st Status
+	if err := c.get(ctx, "/v1/status", nil, &st); err != nil {
+		return nil, err
+	}
+	return &st, nil
+}
+
+// Leases returns the leases matching f.
+func (c *Client) Leases(ctx context.Context, f LeaseFilter) ([]Lease, error) {
+	q := url.Values{}
+	set := func(k, v string) {
+		if v != "" {
+			q.Set(k, v)
+		}
+	}
+	set("type", f.Type)
+	set("state", f.State)
+	set("duid", f.DUID)
+	set("after", f.After)
+	if f.Subnet.IsValid() {
+		q.Set("subnet", f.Subnet.String())
+	}
+	if f.Limit > 0 {
+		q.Set("limit", strconv.Itoa(f.Limit))
+	}
+	out := []Lease{}
+	if err := c.get(ctx, "/v1/leases", q, &out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
