@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
@@ -22,7 +23,7 @@ import (
 // Why this and not protobuf, gob or JSON: the log holds one entry per DHCP
 // transaction, so size and encode/decode cost are paid on every client
 // packet and again on every replay; varints make a typical single-lease
-// transaction about 70 bytes. The format is deterministic (the same command
+// transaction about 100 bytes. The format is deterministic (the same command
 // always gives the same bytes), needs no code generation and no dependency,
 // and the leading version byte lets a later release read old logs and refuse
 // newer ones with a clear message. Every length is checked against the bytes
@@ -211,7 +212,10 @@ func (c *Command) AppendEncode(b []byte) ([]byte, error) {
 // DecodeCommand decodes one log entry. Any damage gives an error wrapping
 // ErrCorruptEntry (or ErrUnsupportedVersion) that says what is wrong.
 func DecodeCommand(data []byte) (*Command, error) {
-	if len(data) > 0 && (data[0] == 0 || data[0] > FormatVersion) {
+	if len(data) > 0 && data[0] == 0 {
+		return nil, fmt.Errorf("%w: format version 0", ErrCorruptEntry)
+	}
+	if len(data) > 0 && data[0] > FormatVersion {
 		return nil, fmt.Errorf("%w: entry format version %d (this build reads 1..%d): upgrade Tandem to read this log",
 			ErrUnsupportedVersion, data[0], FormatVersion)
 	}
@@ -262,7 +266,7 @@ func DecodeCommand(data []byte) (*Command, error) {
 			}
 		}
 	case CmdSetServerDUID:
-		c.ServerDUID = d.bytes("server DUID", MaxDUIDLen)
+		c.ServerDUID = bytes.Clone(d.bytes("server DUID", MaxDUIDLen))
 		if d.err == nil && len(c.ServerDUID) == 0 {
 			d.fail("empty server DUID")
 		}

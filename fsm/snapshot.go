@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -155,7 +156,10 @@ func (s *snapReader) header() (*SnapshotHeader, error) {
 		return nil, err
 	}
 	h := &SnapshotHeader{Version: binary.BigEndian.Uint16(fixed[8:])}
-	if h.Version == 0 || h.Version > SnapshotVersion {
+	if h.Version == 0 {
+		return nil, fmt.Errorf("%w: snapshot format version 0", ErrCorruptSnapshot)
+	}
+	if h.Version > SnapshotVersion {
 		return nil, fmt.Errorf("%w: snapshot format version %d (this build reads 1..%d): use a newer Tandem",
 			ErrUnsupportedVersion, h.Version, SnapshotVersion)
 	}
@@ -210,14 +214,20 @@ func (s *snapReader) next(i uint64, b *Binding) error {
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 			return fmt.Errorf("%w: truncated at byte %d before binding %d: the file is incomplete", ErrCorruptSnapshot, s.size, i)
 		}
-		return fmt.Errorf("%w: binding %d: bad record length: %v", ErrCorruptSnapshot, i, err)
+		if errors.Is(err, errVarintOverflow) {
+			return fmt.Errorf("%w: binding %d: bad record length: %v", ErrCorruptSnapshot, i, err)
+		}
+		return fmt.Errorf("read snapshot binding %d: %w", i, err)
 	}
 	if n == 0 || n > maxRecordLen {
 		return fmt.Errorf("%w: binding %d at byte %d: record length %d", ErrCorruptSnapshot, i, s.size, n)
 	}
-	s.rec = append(s.rec[:0], make([]byte, n)...) // n may exceed the initial capacity (up to maxRecordLen)
-	if err := s.full(s.rec, fmt.Sprintf("binding %d", i)); err != nil {
-		return err
+	if uint64(cap(s.rec)) < n {
+		s.rec = make([]byte, 0, maxRecordLen)
+	}
+	s.rec = s.rec[:n]
+	if err := s.full(s.rec, "a binding"); err != nil {
+		return fmt.Errorf("binding %d: %w", i, err)
 	}
 	d := decoder{buf: s.rec}
 	*b = Binding{Resource: d.resource()}
@@ -257,11 +267,20 @@ func (s *snapReader) trailer(count uint64) error {
 	if got := binary.BigEndian.Uint32(sum[:]); got != want {
 		return fmt.Errorf("%w: checksum %08x, computed %08x: the file is damaged", ErrCorruptSnapshot, got, want)
 	}
-	if _, err := s.br.ReadByte(); err != io.EOF {
+	switch _, err := s.br.ReadByte(); {
+	case err == nil:
 		return fmt.Errorf("%w: data after the trailer", ErrCorruptSnapshot)
+	case err != io.EOF:
+		return fmt.Errorf("read snapshot: %w", err)
 	}
 	return nil
 }
+
+// errVarintOverflow is what binary.ReadUvarint returns for a too-long varint.
+var errVarintOverflow = func() error {
+	_, err := binary.ReadUvarint(bytes.NewReader([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01}))
+	return err
+}()
 
 type byteCounter struct{ s *snapReader }
 
@@ -352,12 +371,17 @@ func InspectSnapshot(r io.Reader) *SnapshotInfo {
 		return info
 	}
 	info.Header = h
-	var b Binding
+	var b, prev Binding
 	for i := uint64(0); i < h.Count; i++ {
 		if err := sr.next(i, &b); err != nil {
 			info.Err = err
 			return info
 		}
+		if i > 0 && prev.Resource.Compare(b.Resource) >= 0 {
+			info.Err = fmt.Errorf("%w: binding %d (%v) out of order after %v", ErrCorruptSnapshot, i, b.Resource, prev.Resource)
+			return info
+		}
+		prev = b
 		info.Counts[b.Resource.Type][b.Status]++
 		info.Read++
 	}

@@ -77,7 +77,7 @@ func expiryLess(a, b expiryKey) bool {
 	return a.res.Compare(b.res) < 0
 }
 
-func bindingLess(a, b *Binding) bool { return a.Resource.Compare(b.Resource) < 0 }
+func bindingLess(a, b *Binding) bool  { return a.Resource.Compare(b.Resource) < 0 }
 func resourceLess(a, b Resource) bool { return a.Compare(b) < 0 }
 
 // Counts holds binding counts by IA type and status.
@@ -206,7 +206,10 @@ func (t *tables) apply(e *Entry) *Result {
 	case CmdTxn:
 		res.Err = t.applyTxn(e.Index, c.Ops)
 	case CmdSetServerDUID:
-		if t.serverDUID == nil {
+		switch {
+		case len(c.ServerDUID) == 0 || len(c.ServerDUID) > MaxDUIDLen:
+			res.Err = fmt.Errorf("%w: server DUID of %d bytes", ErrInvalidCommand, len(c.ServerDUID))
+		case t.serverDUID == nil:
 			t.serverDUID = append([]byte(nil), c.ServerDUID...)
 		}
 	case CmdSetEndpoint:
