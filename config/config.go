@@ -58,7 +58,7 @@ type DHCP struct {
 	Preference int `toml:"preference"`
 	// RapidCommit allows two-message exchanges when the client asks (RFC 8415 §18.3.1).
 	RapidCommit *bool `toml:"rapid-commit"`
-	// Workers is the number of goroutines handling packets (default 64): many
+	// Workers is the number of goroutines handling packets (default 256): many
 	// transactions in flight is what lets the log group-commit.
 	Workers int `toml:"workers"`
 	// QueueSize bounds packets waiting for a worker; beyond it packets are dropped and counted.
@@ -270,7 +270,7 @@ func (c *Config) setDefaults() {
 		d.RapidCommit = &t
 	}
 	if d.Workers == 0 {
-		d.Workers = 64
+		d.Workers = 256
 	}
 	if d.QueueSize == 0 {
 		d.QueueSize = 4096

@@ -144,7 +144,14 @@ func (s *Server) serveOne(conn *ipv6.PacketConn, p packet) {
 		}
 		return
 	}
-	if _, err := conn.WriteTo(out, &ipv6.ControlMessage{IfIndex: p.info.IfIndex}, p.src); err != nil {
+	// A link-local destination carries its zone, which picks the interface;
+	// only other destinations need the control message (it costs a little
+	// on every send).
+	var cm *ipv6.ControlMessage
+	if !p.info.Src.Addr().IsLinkLocalUnicast() {
+		cm = &ipv6.ControlMessage{IfIndex: p.info.IfIndex}
+	}
+	if _, err := conn.WriteTo(out, cm, p.src); err != nil {
 		s.metrics.inc(mSendFailed)
 		s.log.Warn("send reply", zap.String("dst", p.info.Src.String()), zap.Error(err))
 	}

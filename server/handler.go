@@ -180,11 +180,8 @@ func (s *Server) process(req *request) (*dhcpv6.Message, error) {
 			r.AddOption(&dhcpv6.OptStatusCode{StatusCode: iana.StatusUseMulticast, StatusMessage: "use multicast"})
 			return r, nil
 		case dhcpv6.MessageTypeSolicit, dhcpv6.MessageTypeRebind, dhcpv6.MessageTypeConfirm, dhcpv6.MessageTypeInformationRequest:
-			// RFC 8415 §18.4: discard when there is no unicast option... except
-			// Information-Request, which may be unicast.
-			if m.MessageType != dhcpv6.MessageTypeInformationRequest {
-				return nil, drop("%v received by unicast", m.MessageType)
-			}
+			// RFC 8415 §16: a server MUST discard these when received by unicast.
+			return nil, drop("%v received by unicast", m.MessageType)
 		}
 	}
 	switch m.MessageType {
@@ -320,8 +317,8 @@ type iaIn struct {
 
 // leaseOut is one address or prefix to put in a reply IA.
 type leaseOut struct {
-	res               fsm.Resource
-	preferred, valid  uint32
+	res              fsm.Resource
+	preferred, valid uint32
 }
 
 // iaOut is one IA of the reply.
@@ -340,6 +337,9 @@ type txnPlan struct {
 	resv  []reservation
 	outs  []iaOut
 	anyOK bool
+	// granted holds the resources already given to an IA of this message, so
+	// no other IA gets them too (a txn may name a resource only once).
+	granted map[fsm.Resource]bool
 }
 
 type reservation struct {
@@ -383,7 +383,9 @@ func collectIAs(m *dhcpv6.Message) (ias []iaIn, tas []*dhcpv6.OptIATA) {
 	return ias, m.Options.IATA()
 }
 
-func iaidOf(b [4]byte) uint32 { return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3]) }
+func iaidOf(b [4]byte) uint32 {
+	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+}
 
 // assign handles Solicit, Request, Renew and Rebind: for each IA keep,
 // extend or allocate leases, commit the changes as one log entry (except for
@@ -440,6 +442,15 @@ func (s *Server) assign(req *request, md mode) (*dhcpv6.Message, error) {
 	return r, nil
 }
 
+func hasOp(ops []fsm.Op, r fsm.Resource) bool {
+	for i := range ops {
+		if ops[i].Resource == r {
+			return true
+		}
+	}
+	return false
+}
+
 func anyStatus(outs []iaOut) bool {
 	for _, o := range outs {
 		if o.hasSt || len(o.leases) > 0 {
@@ -492,7 +503,7 @@ func (s *Server) planIA(req *request, md mode, in iaIn, plan *txnPlan, out *iaOu
 		b := &existing[i]
 		switch {
 		case b.Status == fsm.StatusActive:
-			if s.onLink(sn, b.Resource) {
+			if s.onLink(sn, b.Resource) && !plan.granted[b.Resource] {
 				active = append(active, *b)
 			}
 		case previous == nil && s.onLink(sn, b.Resource) && s.policy.Available(b, req.duid):
@@ -545,7 +556,7 @@ func (s *Server) planIA(req *request, md mode, in iaIn, plan *txnPlan, out *iaOu
 	}
 	for _, r := range cands {
 		p := s.pools.find(r)
-		if p == nil || p.subnet != sn {
+		if p == nil || p.subnet != sn || plan.granted[r] {
 			continue
 		}
 		slot, ok := p.slotOf(r)
@@ -577,6 +588,9 @@ func (s *Server) planIA(req *request, md mode, in iaIn, plan *txnPlan, out *iaOu
 				break
 			}
 			plan.resv = append(plan.resv, reservation{p, slot})
+			if plan.granted[r] {
+				continue // an available binding another IA of this message named
+			}
 			var rev uint64
 			if b, exists := s.state.Get(r); exists {
 				if !s.policy.Available(&b, req.duid) {
@@ -637,12 +651,15 @@ func (s *Server) grant(req *request, md mode, plan *txnPlan, in iaIn, r fsm.Reso
 	nb.ValidLifetime = uint32(valid / time.Second)
 	nb.CLTT = now.Unix()
 	nb.StateExpirationTime = now.Add(valid).Unix()
+	if plan.granted == nil {
+		plan.granted = map[fsm.Resource]bool{}
+	}
+	plan.granted[r] = true
 	if md.commits() {
 		plan.ops = append(plan.ops, fsm.Op{Resource: r, IfRev: rev, Binding: nb})
 	}
 	return leaseOut{res: r, preferred: nb.PreferredLifetime, valid: nb.ValidLifetime}
 }
-
 
 // addIAs puts the planned IAs in the reply, with one T1/T2 for all of them
 // (RFC 8415 §18.3.2).
@@ -714,6 +731,9 @@ func (s *Server) release(req *request, decline bool) (*dhcpv6.Message, error) {
 					continue
 				}
 				found = true
+				if hasOp(ops, b.Resource) {
+					continue // named twice in this message
+				}
 				nb := b
 				if decline {
 					nb.Status = fsm.StatusAbandoned

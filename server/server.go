@@ -59,7 +59,7 @@ type Config struct {
 	DomainSearch  []string
 	Preference    int
 	RapidCommit   bool
-	Workers       int // default 64
+	Workers       int // default 256
 	QueueSize     int // default 4096
 
 	DeclineHoldTime time.Duration // default 24h
@@ -77,7 +77,7 @@ func (c *Config) setDefaults() {
 		c.Port = 547
 	}
 	if c.Workers == 0 {
-		c.Workers = 64
+		c.Workers = 256
 	}
 	if c.QueueSize == 0 {
 		c.QueueSize = 4096
@@ -258,6 +258,9 @@ func (o *poolObserver) Reset(v *fsm.View) {
 	for _, p := range o.s.pools.pools {
 		p.mu.Lock()
 		p.set = newSlotset(p.set.last)
+		if p.last.less(p.base) {
+			p.set.Set(0) // an empty pool's only slot stays taken (see newAddrPool)
+		}
 		p.mu.Unlock()
 		from := fsm.Resource{Type: p.typ, Len: 0, IP: p.first.bytes()}
 		if p.typ != fsm.IAPD {

@@ -181,7 +181,7 @@ func (s *slotset) find(n *snode, l int, from uint64) (uint64, bool) {
 		if slot, ok := s.find(n.kids[c], l-1, start); ok {
 			return slot, true
 		}
-		c += 2
+		c++
 	}
 	return 0, false
 }

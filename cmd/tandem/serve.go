@@ -7,6 +7,7 @@ import (
 	"maps"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"syscall"
@@ -36,8 +37,21 @@ func serveCommand(e *env) *cli.Command {
 		Usage: "run the DHCPv6 server (the daemon)",
 		Description: "Opens the data dir, replays the lease log, listens on UDP port 547 on the configured\n" +
 			"interfaces and serves the control API on the control socket. SIGINT or SIGTERM stop it cleanly.",
-		Flags: []cli.Flag{configFlag()},
+		Flags: []cli.Flag{configFlag(),
+			&cli.StringFlag{Name: "cpuprofile", Usage: "write a CPU profile (pprof) to this file until the daemon stops", Hidden: true},
+		},
 		Action: func(c *cli.Context) error {
+			if p := c.String("cpuprofile"); p != "" {
+				f, err := os.Create(p)
+				if err != nil {
+					return cli.Exit(err.Error(), exitFailure)
+				}
+				defer f.Close()
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return cli.Exit(err.Error(), exitFailure)
+				}
+				defer pprof.StopCPUProfile()
+			}
 			cfg, err := config.Load(c.String("config"))
 			if err != nil {
 				return cli.Exit(fmt.Sprintf("configuration not valid:\n%v", err), exitFailure)
