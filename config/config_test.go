@@ -1,0 +1,138 @@
+package config
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+const good = `data-dir = "/var/lib/tandem"
+control-socket = "/run/tandem/tandem.sock"
+
+[dhcp]
+interfaces = ["eth1"]
+dns-servers = ["2001:db8:1::53"]
+
+[[subnet]]
+prefix = "2001:db8:1::/64"
+interface = "eth1"                 # directly attached link; relayed clients match by link-address
+pools = ["2001:db8:1::1000-2001:db8:1::ffff"]
+pd-pools = [{ prefix = "2001:db8:8000::/40", delegated-length = 56 }]
+preferred-lifetime = "2h"
+valid-lifetime = "3h"
+`
+
+func TestIssueExampleParses(t *testing.T) {
+	c, err := Parse("tandem.toml", []byte(good))
+	if err != nil {
+		t.Fatalf("the documented example does not parse: %v", err)
+	}
+	s := c.Subnets[0]
+	if s.ParsedPrefix.String() != "2001:db8:1::/64" || len(s.ParsedPools) != 1 || len(s.ParsedPDPools) != 1 {
+		t.Fatalf("parsed subnet: %+v", s)
+	}
+	if s.ParsedPools[0].First.String() != "2001:db8:1::1000" || s.ParsedPools[0].Last.String() != "2001:db8:1::ffff" {
+		t.Fatalf("pool range %+v", s.ParsedPools[0])
+	}
+	if s.PreferredLifetime.Duration != 2*time.Hour || s.ValidLifetime.Duration != 3*time.Hour {
+		t.Fatalf("lifetimes %v %v", s.PreferredLifetime, s.ValidLifetime)
+	}
+	if s.RenewTime.Duration != time.Hour || s.RebindTime.Duration != 96*time.Minute {
+		t.Fatalf("default T1/T2 %v %v, want 50%%/80%% of preferred", s.RenewTime, s.RebindTime)
+	}
+	if len(s.ParsedDNS) != 1 || !*c.DHCP.RapidCommit || c.DHCP.Workers != 256 {
+		t.Fatalf("defaults: dns %v rapid %v workers %d", s.ParsedDNS, *c.DHCP.RapidCommit, c.DHCP.Workers)
+	}
+}
+
+// each case: a change to the good config, and what the error must say.
+func TestErrorsNameFileLineAndKey(t *testing.T) {
+	cases := []struct {
+		name, from, to string
+		want           []string
+	}{
+		{"unknown top key", `data-dir = "/var/lib/tandem"`, "data-dir = \"/x\"\nbogus = 1", []string{"tandem.toml:2", "bogus", "unknown key"}},
+		{"unknown dhcp key", `dns-servers = ["2001:db8:1::53"]`, "dns-servers = [\"2001:db8:1::53\"]\nworkerz = 3", []string{"tandem.toml:7", "dhcp.workerz", "unknown key"}},
+		{"bad duration", `valid-lifetime = "3h"`, `valid-lifetime = "3x"`, []string{"tandem.toml:14", "valid-lifetime", "bad duration"}},
+		{"wrong type", `interfaces = ["eth1"]`, `interfaces = "eth1"`, []string{"tandem.toml:5", "interfaces"}},
+		{"bad prefix", `prefix = "2001:db8:1::/64"`, `prefix = "2001:db8:1::1/64"`, []string{"tandem.toml:9", "subnet[0].prefix", "host bits"}},
+		{"pool outside subnet", `pools = ["2001:db8:1::1000-2001:db8:1::ffff"]`, `pools = ["2001:db8:2::1-2001:db8:2::9"]`, []string{"tandem.toml:11", "subnet[0].pools", "outside"}},
+		{"reversed range", `pools = ["2001:db8:1::1000-2001:db8:1::ffff"]`, `pools = ["2001:db8:1::ffff-2001:db8:1::1000"]`, []string{"tandem.toml:11", "ends before it starts"}},
+		{"bad pd length", `delegated-length = 56`, `delegated-length = 32`, []string{"tandem.toml:12", "subnet[0].pd-pools", "delegated-length 32"}},
+		{"short lease", `valid-lifetime = "3h"`, `valid-lifetime = "10s"`, []string{"tandem.toml:14", "subnet[0].valid-lifetime", "30s"}},
+		{"preferred > valid", `preferred-lifetime = "2h"`, `preferred-lifetime = "4h"`, []string{"tandem.toml:13", "subnet[0].preferred-lifetime"}},
+		{"interface not listed", `interface = "eth1"                 #`, `interface = "eth9"                 #`, []string{"tandem.toml:10", "subnet[0].interface", "eth9"}},
+		{"bad dns", `dns-servers = ["2001:db8:1::53"]`, `dns-servers = ["10.0.0.1"]`, []string{"tandem.toml:6", "dhcp.dns-servers", "10.0.0.1"}},
+		{"syntax", `[dhcp]`, `[dhcp`, []string{"tandem.toml:4"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			doc := strings.Replace(good, tc.from, tc.to, 1)
+			if doc == good {
+				t.Fatalf("test case does not change the document")
+			}
+			_, err := Parse("tandem.toml", []byte(doc))
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+			var ce *Error
+			if !errors.As(err, &ce) {
+				t.Errorf("error is not a *config.Error: %T", err)
+			}
+		})
+	}
+}
+
+func TestOverlapsRefused(t *testing.T) {
+	doc := good + `
+[[subnet]]
+prefix = "2001:db8:2::/64"
+pools = ["2001:db8:2::/120"]
+pd-pools = [{ prefix = "2001:db8:8000::/44", delegated-length = 60 }]
+`
+	_, err := Parse("t.toml", []byte(doc))
+	if err == nil || !strings.Contains(err.Error(), "subnet[1].pd-pools[0]: overlaps subnet[0].pd-pools[0]") {
+		t.Fatalf("overlapping PD pools: %v", err)
+	}
+	doc = good + `
+[[subnet]]
+prefix = "2001:db8:1::/48"
+pools = ["2001:db8:1:1::/120"]
+`
+	if _, err := Parse("t.toml", []byte(doc)); err == nil || !strings.Contains(err.Error(), "overlaps subnet[0]") {
+		t.Fatalf("overlapping subnets: %v", err)
+	}
+}
+
+func TestPoolForms(t *testing.T) {
+	for in, want := range map[string][2]string{
+		"2001:db8::/64":             {"2001:db8::", "2001:db8::ffff:ffff:ffff:ffff"},
+		"2001:db8::5 - 2001:db8::9": {"2001:db8::5", "2001:db8::9"},
+	} {
+		r, err := parseRange(in)
+		if err != nil || r.First.String() != want[0] || r.Last.String() != want[1] {
+			t.Errorf("parseRange(%q) = %v-%v, %v", in, r.First, r.Last, err)
+		}
+	}
+	for _, bad := range []string{"2001:db8::", "10.0.0.1-10.0.0.9", "2001:db8::1/64", "x-y"} {
+		if _, err := parseRange(bad); err == nil {
+			t.Errorf("parseRange(%q) accepted", bad)
+		}
+	}
+}
+
+func TestDurationDays(t *testing.T) {
+	var d Duration
+	if err := d.UnmarshalText([]byte("3d")); err != nil || d.Duration != 72*time.Hour {
+		t.Fatalf("3d = %v, %v", d, err)
+	}
+	if err := d.UnmarshalText([]byte("-1d")); err == nil {
+		t.Fatal("-1d accepted")
+	}
+}
