@@ -18,6 +18,9 @@ import (
 	"github.com/tandem-dhcp/tandem/raftstore"
 )
 
+// storeOpenTimeout bounds raftstore.Open in tests.
+const storeOpenTimeout = 30 * time.Second
+
 // t0 is the fake clock's start (whole seconds, so Unix-second fields compare exactly).
 var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 
@@ -87,7 +90,9 @@ func newHarness(t testing.TB, mods ...func(*Config)) *harness {
 
 func (h *harness) open() {
 	h.t.Helper()
-	st, err := raftstore.Open(raftstore.Config{DataDir: h.dir, Clock: h.clk})
+	// A generous OpenTimeout: leader election can be slow on a loaded CI
+	// machine under -race, and a failed Open must not end the test.
+	st, err := raftstore.Open(raftstore.Config{DataDir: h.dir, Clock: h.clk, OpenTimeout: storeOpenTimeout})
 	if err != nil {
 		h.t.Fatalf("raftstore.Open: %v", err)
 	}

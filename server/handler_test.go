@@ -342,12 +342,12 @@ func TestRelease(t *testing.T) {
 		t.Fatalf("pool usage %d with one lease", used)
 	}
 
-	// Someone else naming our client's address in their own IA.
-	rep = h.exchange(thief.msg(dhcpv6.MessageTypeRelease, h.sid(), thief.ia(a)), dhcpv6.MessageTypeReply)
+	// Someone else naming our client's address, even under the same IAID.
+	rep = h.exchange(thief.msg(dhcpv6.MessageTypeRelease, h.sid(), iaNA(c.iaid, a)), dhcpv6.MessageTypeReply)
 	if status(rep.Options) != int(iana.StatusSuccess) {
 		t.Fatalf("Release status %d, want Success", status(rep.Options))
 	}
-	if ia := findIANA(rep, thief.iaid); ia == nil || status(ia.Options) != int(iana.StatusNoBinding) || len(ia.Options.Addresses()) != 0 {
+	if ia := findIANA(rep, c.iaid); ia == nil || status(ia.Options) != int(iana.StatusNoBinding) || len(ia.Options.Addresses()) != 0 {
 		t.Fatalf("foreign Release IA = %v, want NoBinding and nothing else", ia)
 	}
 	if b, _ := h.get(ra); b.Status != fsm.StatusActive || b.DUID != c.key() {
