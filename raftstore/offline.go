@@ -1,15 +1,17 @@
 package raftstore
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"sort"
+	"strings"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 
@@ -19,9 +21,8 @@ import (
 // LogReader reads a data dir's log and snapshots while the daemon is
 // stopped. raft.db is opened read-only; it never changes anything.
 type LogReader struct {
-	dir   string
-	logs  *raftboltdb.BoltStore
-	snaps *raft.FileSnapshotStore
+	dir  string
+	logs *raftboltdb.BoltStore
 }
 
 // OpenLog opens dataDir read-only, waiting at most timeout for the file lock
@@ -31,15 +32,51 @@ func OpenLog(dataDir string, timeout time.Duration) (*LogReader, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &LogReader{dir: dataDir, logs: logs}
-	if _, err := os.Stat(filepath.Join(dataDir, snapDir)); err == nil {
-		r.snaps, err = raft.NewFileSnapshotStoreWithLogger(dataDir, 1<<30, hclog.NewNullLogger())
-		if err != nil {
-			logs.Close()
-			return nil, fmt.Errorf("open snapshot store: %w", err)
-		}
+	return &LogReader{dir: dataDir, logs: logs}, nil
+}
+
+// listSnapshots reads snapshots/*/meta.json directly, newest first (raft's
+// order: term, index, id). raft's FileSnapshotStore is not used here because
+// opening it writes a permission-test file, and an offline reader must not
+// write (two readers at once, or a read-only mount, would fail).
+func (r *LogReader) listSnapshots() ([]*raft.SnapshotMeta, error) {
+	ents, err := os.ReadDir(filepath.Join(r.dir, snapDir))
+	if os.IsNotExist(err) {
+		return nil, nil
 	}
-	return r, nil
+	if err != nil {
+		return nil, err
+	}
+	var metas []*raft.SnapshotMeta
+	for _, e := range ents {
+		if !e.IsDir() || strings.HasSuffix(e.Name(), ".tmp") {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(r.dir, snapDir, e.Name(), "meta.json"))
+		if err != nil {
+			continue // not a finished snapshot
+		}
+		var m raft.SnapshotMeta
+		if err := json.Unmarshal(b, &m); err != nil {
+			continue
+		}
+		metas = append(metas, &m)
+	}
+	sort.Slice(metas, func(i, j int) bool {
+		a, b := metas[i], metas[j]
+		if a.Term != b.Term {
+			return a.Term > b.Term
+		}
+		if a.Index != b.Index {
+			return a.Index > b.Index
+		}
+		return a.ID > b.ID
+	})
+	return metas, nil
+}
+
+func (r *LogReader) openSnapshot(id string) (io.ReadCloser, error) {
+	return os.Open(filepath.Join(r.dir, snapDir, id, "state.bin"))
 }
 
 // Close releases raft.db.
@@ -80,7 +117,10 @@ func (r *LogReader) Info() (*LogInfo, error) {
 	}
 	if in.FirstIndex != 0 {
 		// entry recovers from a damaged page; AppendedAt stays zero then.
-		in.FirstTime = r.entry(in.FirstIndex).AppendedAt
+		// raft's bootstrap configuration entry has no time: take the first that has one.
+		for i := in.FirstIndex; i <= in.LastIndex && i < in.FirstIndex+16 && in.FirstTime.IsZero(); i++ {
+			in.FirstTime = r.entry(i).AppendedAt
+		}
 		in.LastTime = r.entry(in.LastIndex).AppendedAt
 	}
 	in.Snapshots, err = r.Snapshots()
@@ -89,10 +129,7 @@ func (r *LogReader) Info() (*LogInfo, error) {
 
 // Snapshots lists the kept snapshots, newest first, with their headers.
 func (r *LogReader) Snapshots() ([]SnapshotInfo, error) {
-	if r.snaps == nil {
-		return nil, nil
-	}
-	metas, err := r.snaps.List()
+	metas, err := r.listSnapshots()
 	if err != nil {
 		return nil, fmt.Errorf("list snapshots: %w", err)
 	}
@@ -100,7 +137,7 @@ func (r *LogReader) Snapshots() ([]SnapshotInfo, error) {
 	for _, m := range metas {
 		si := SnapshotInfo{ID: m.ID, Index: m.Index, Term: m.Term, Size: m.Size,
 			Path: filepath.Join(r.dir, snapDir, m.ID, "state.bin")}
-		if _, rc, err := r.snaps.Open(m.ID); err != nil {
+		if rc, err := r.openSnapshot(m.ID); err != nil {
 			si.HeaderErr = err
 		} else {
 			si.Header, si.HeaderErr = fsm.ReadSnapshotHeader(rc)
@@ -230,7 +267,7 @@ func (r *LogReader) Replay(target ReplayTarget) (*ReplayResult, error) {
 		if !target.Until.IsZero() && si.Header.LastTime > target.Until.UnixNano() {
 			continue
 		}
-		_, rc, err := r.snaps.Open(si.ID)
+		rc, err := r.openSnapshot(si.ID)
 		if err != nil {
 			return nil, fmt.Errorf("open snapshot %s: %w", si.Path, err)
 		}

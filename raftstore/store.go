@@ -59,6 +59,10 @@ func Open(cfg Config) (_ *Store, err error) {
 	}
 	defer func() {
 		if err != nil {
+			// raft must stop before its stores close, or it panics writing to them.
+			if s.raft != nil {
+				_ = s.raft.Shutdown().Error()
+			}
 			s.closeFiles()
 		}
 	}()

@@ -148,3 +148,27 @@ func TestReplayToIndexAndTime(t *testing.T) {
 		t.Fatalf("replay until +4s: %d bindings, want 5", got)
 	}
 }
+
+// TestOpenTimeoutShutsRaftDown: when Open gives up waiting for leadership,
+// raft is stopped before its stores close (otherwise raft panics writing
+// to a closed database and takes the process down), and the dir reopens.
+func TestOpenTimeoutShutsRaftDown(t *testing.T) {
+	dir := t.TempDir()
+	s := openT(t, Config{DataDir: dir})
+	if _, err := s.Apply(leaseCmd(1, 0)); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	for i := 0; i < 5; i++ {
+		if s, err := Open(Config{DataDir: dir, OpenTimeout: time.Nanosecond}); err == nil {
+			s.Close() // won the race to leadership: fine
+		} else if !errors.Is(err, ErrNotStored) {
+			t.Fatalf("Open with a 1ns timeout: %v", err)
+		}
+	}
+	s2 := openT(t, Config{DataDir: dir})
+	defer s2.Close()
+	if s2.State().Stats().Bindings != 1 {
+		t.Fatal("binding lost")
+	}
+}

@@ -511,8 +511,21 @@ func (s *Server) planIA(req *request, md mode, in iaIn, plan *txnPlan, out *iaOu
 		}
 	}
 
-	// Renew/Rebind: addresses or prefixes the client holds that it does not
-	// get (again) from us go back with lifetimes 0 (RFC 8415 §18.3.4-5).
+	// Request: an address that is not appropriate for the link gets the IA
+	// back with NotOnLink and no addresses (RFC 8415 §18.3.2).
+	if (md == modeRequest || md == modeRapid) && in.typ != fsm.IAPD {
+		for _, h := range in.hints {
+			if !s.onLink(sn, h) {
+				setStatus(iana.StatusNotOnLink, "address not on this link")
+				return
+			}
+		}
+	}
+	// Renew: addresses or prefixes the client holds that it does not get
+	// (again) from us go back with lifetimes 0 (RFC 8415 §18.3.4): the Renew
+	// names us, so we are the authority on them. Rebind reaches any server,
+	// possibly not the one that leased them (a failover partner): only those
+	// not appropriate for the link go back with 0 (§18.3.5).
 	if md == modeRenew || md == modeRebind {
 		defer func() {
 			for _, h := range in.hints {
@@ -520,7 +533,7 @@ func (s *Server) planIA(req *request, md mode, in iaIn, plan *txnPlan, out *iaOu
 				for _, l := range out.leases {
 					kept = kept || l.res == h
 				}
-				if !kept {
+				if !kept && (md == modeRenew || !s.onLink(sn, h)) {
 					out.leases = append(out.leases, leaseOut{res: h})
 				}
 			}

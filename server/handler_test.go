@@ -315,13 +315,34 @@ func TestRebind(t *testing.T) {
 	if ia == nil || status(ia.Options) != int(iana.StatusNoBinding) {
 		t.Fatalf("Rebind of an unknown IA: %v, want NoBinding", ia)
 	}
-	for _, x := range ia.Options.Addresses() {
-		if x.ValidLifetime != 0 {
-			t.Fatalf("unknown IA got a live address %v", x)
-		}
+	// The on-link address may be a failover partner's lease: a Rebind (sent
+	// to any server) must not cancel it with lifetime 0; an off-link one is.
+	if x := iaAddr(ia, addr("2001:db8:1::1777")); x != nil {
+		t.Fatalf("Rebind returned the on-link address of an unknown IA: %v", x)
+	}
+	rep = h.exchange(c2.msg(dhcpv6.MessageTypeRebind, c2.ia(addr("2001:db8:99::7"))), dhcpv6.MessageTypeReply)
+	if x := iaAddr(findIANA(rep, c2.iaid), addr("2001:db8:99::7")); x == nil || x.ValidLifetime != 0 {
+		t.Fatalf("off-link address in a Rebind: %v, want it with lifetimes 0", x)
 	}
 	if h.dump() != before {
 		t.Fatal("Rebind of an unknown IA committed something")
+	}
+}
+
+// TestRequestNotOnLink: a Request naming an address that is not on the
+// client's link gets the IA back with NotOnLink and nothing committed.
+func TestRequestNotOnLink(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	c := newClient(3)
+	before := h.dump()
+	rep := h.exchange(c.msg(dhcpv6.MessageTypeRequest, h.sid(), c.ia(addr("2001:db8:99::5"))), dhcpv6.MessageTypeReply)
+	ia := findIANA(rep, c.iaid)
+	if ia == nil || status(ia.Options) != int(iana.StatusNotOnLink) || len(ia.Options.Addresses()) != 0 {
+		t.Fatalf("Request with an off-link address: %v, want NotOnLink and no addresses", ia)
+	}
+	if h.dump() != before {
+		t.Fatal("NotOnLink Request committed something")
 	}
 }
 
