@@ -11,12 +11,14 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
 	"net/netip"
 	"os"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/pelletier/go-toml/v2"
 	"github.com/pelletier/go-toml/v2/unstable"
@@ -24,12 +26,19 @@ import (
 
 // Config is the whole file.
 type Config struct {
-	DataDir       string   `toml:"data-dir"`
-	ControlSocket string   `toml:"control-socket"`
-	Log           Log      `toml:"log"`
-	DHCP          DHCP     `toml:"dhcp"`
-	Subnets       []Subnet `toml:"subnet"`
-	Store         Store    `toml:"store"`
+	DataDir       string `toml:"data-dir"`
+	ControlSocket string `toml:"control-socket"`
+	// GCPercent is the Go garbage collector's target (GOGC); the packet path
+	// allocates, and 400 trades memory for about a quarter less CPU per
+	// exchange (docs/benchmarks.md). The GOGC environment variable wins.
+	GCPercent int      `toml:"gc-percent"`
+	Log       Log      `toml:"log"`
+	DHCP      DHCP     `toml:"dhcp"`
+	Subnets   []Subnet `toml:"subnet"`
+	Store     Store    `toml:"store"`
+	// Failover is the [failover] table: the RFC 8156 relationship with the
+	// partner server. Nil when the table is absent (no failover).
+	Failover *Failover `toml:"failover"`
 
 	// path is the file the config was read from (for messages).
 	path  string
@@ -261,6 +270,9 @@ func (c *Config) setDefaults() {
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
 	}
+	if c.GCPercent == 0 {
+		c.GCPercent = 400
+	}
 	d := &c.DHCP
 	if d.Port == 0 {
 		d.Port = 547
@@ -284,6 +296,7 @@ func (c *Config) setDefaults() {
 	if d.ExpiredHoldTime.Duration == 0 {
 		d.ExpiredHoldTime.Duration = time.Hour
 	}
+	c.setFailoverDefaults()
 	for i := range c.Subnets {
 		s := &c.Subnets[i]
 		if s.ValidLifetime.Duration == 0 {
@@ -330,6 +343,9 @@ func (c *Config) Validate() error {
 	case "debug", "info", "warn", "error":
 	default:
 		add(c.errAt("log.level", "%q is not one of debug, info, warn, error", c.Log.Level))
+	}
+	if c.GCPercent < 10 && c.GCPercent != -1 {
+		add(c.errAt("gc-percent", "%d: use 10 or more (or -1 to turn the collector off)", c.GCPercent))
 	}
 	switch c.Log.Format {
 	case "", "json", "console":
@@ -383,6 +399,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	errs = append(errs, c.checkPoolOverlaps()...)
+	errs = append(errs, c.validateFailover()...)
 	return errors.Join(errs...)
 }
 
@@ -547,3 +564,204 @@ func contains(list []string, s string) bool {
 
 // Path returns the file the config was read from.
 func (c *Config) Path() string { return c.path }
+
+// FailoverPort is the dhcp-failover TCP port (RFC 8156 §5.1), the default
+// port of failover.local and failover.peer.
+const FailoverPort = 647
+
+// Failover is the [failover] table: one RFC 8156 failover relationship.
+//
+//	[failover]
+//	relationship = "pair-a"
+//	role = "primary"                   # or "secondary"
+//	local = "[2001:db8:1::1]:647"      # address this server listens on / dials from
+//	peer = "[2001:db8:1::2]:647"
+//	mclt = "1h"
+//
+// The defaults below are the failover link's (package failover/link);
+// cmd/tandem maps this table onto link.Config.
+type Failover struct {
+	// Relationship is the relationship name (OPTION_F_RELATIONSHIP_NAME);
+	// both partners must use the same one. Required.
+	Relationship string `toml:"relationship"`
+	// Role is "primary" (dials the partner) or "secondary" (listens). Required.
+	Role string `toml:"role"`
+	// Local is this server's IPv6 address and port (default 647): the
+	// secondary listens on it, the primary dials from its address. Required.
+	Local string `toml:"local"`
+	// Peer is the partner's IPv6 address and port (default 647). Required.
+	Peer string `toml:"peer"`
+	// MCLT is the maximum client lead time, whole seconds; both partners
+	// must configure the same value. Required.
+	MCLT Duration `toml:"mclt"`
+	// KeepaliveTime is FO_KEEPALIVE_TIME (default 60s, whole seconds).
+	KeepaliveTime Duration `toml:"keepalive-time"`
+	// MaxUnackedBndUpd is the OPTION_F_MAX_UNACKED_BNDUPD advertised to the
+	// partner (default 64).
+	MaxUnackedBndUpd int `toml:"max-unacked-bndupd"`
+	// ConnectRetryMin and ConnectRetryMax bound the primary's reconnect
+	// backoff (defaults 1s and 30s).
+	ConnectRetryMin Duration `toml:"connect-retry-min"`
+	ConnectRetryMax Duration `toml:"connect-retry-max"`
+	// HandshakeTimeout bounds connection set-up (default 10s).
+	HandshakeTimeout Duration `toml:"handshake-timeout"`
+	// MaxPendingConnections caps the secondary's connections that have not
+	// completed CONNECT (default 4).
+	MaxPendingConnections int `toml:"max-pending-connections"`
+	// TLSCert, TLSKey and TLSCA are PEM files (this server's certificate, its
+	// key, and the CA the partner's certificate must chain to): all three
+	// turn on TLS with mutual authentication; none is insecure mode.
+	TLSCert string `toml:"tls-cert"`
+	TLSKey  string `toml:"tls-key"`
+	TLSCA   string `toml:"tls-ca"`
+	// AutoPartnerDown is how long COMMUNICATIONS-INTERRUPTED lasts before
+	// the server moves to PARTNER-DOWN by itself (RFC 8156 §8.9); 0 (the
+	// default) turns it off.
+	AutoPartnerDown Duration `toml:"auto-partner-down"`
+
+	// Parsed values, set by Validate.
+	ParsedLocal netip.AddrPort `toml:"-"`
+	ParsedPeer  netip.AddrPort `toml:"-"`
+}
+
+func (c *Config) setFailoverDefaults() {
+	f := c.Failover
+	if f == nil {
+		return
+	}
+	if f.KeepaliveTime.Duration == 0 {
+		f.KeepaliveTime.Duration = 60 * time.Second
+	}
+	if f.MaxUnackedBndUpd == 0 {
+		f.MaxUnackedBndUpd = 64
+	}
+	if f.ConnectRetryMin.Duration == 0 {
+		f.ConnectRetryMin.Duration = time.Second
+	}
+	if f.ConnectRetryMax.Duration == 0 {
+		f.ConnectRetryMax.Duration = max(30*time.Second, f.ConnectRetryMin.Duration)
+	}
+	if f.HandshakeTimeout.Duration == 0 {
+		f.HandshakeTimeout.Duration = 10 * time.Second
+	}
+	if f.MaxPendingConnections == 0 {
+		f.MaxPendingConnections = 4
+	}
+}
+
+func (c *Config) validateFailover() []error {
+	f := c.Failover
+	if f == nil {
+		return nil
+	}
+	var errs []error
+	add := func(k, format string, args ...any) { errs = append(errs, c.errAt("failover."+k, format, args...)) }
+	switch {
+	case f.Relationship == "":
+		add("relationship", "required")
+	case !utf8.ValidString(f.Relationship) || strings.IndexByte(f.Relationship, 0) >= 0:
+		add("relationship", "%q must be UTF-8 without NUL", f.Relationship)
+	case len(f.Relationship) > 1024:
+		add("relationship", "longer than 1024 bytes")
+	}
+	switch f.Role {
+	case "primary", "secondary":
+	case "":
+		add("role", "required: \"primary\" or \"secondary\"")
+	default:
+		add("role", "%q is not \"primary\" or \"secondary\"", f.Role)
+	}
+	var err error
+	if f.ParsedLocal, err = parseFailoverAddr(f.Local); err != nil {
+		add("local", "%v", err)
+	}
+	if f.ParsedPeer, err = parseFailoverAddr(f.Peer); err != nil {
+		add("peer", "%v", err)
+	}
+	if f.ParsedLocal.IsValid() && f.ParsedLocal == f.ParsedPeer {
+		add("peer", "%v is the same as local", f.ParsedPeer)
+	}
+	seconds := func(k string, d time.Duration) {
+		switch {
+		case d < time.Second:
+			add(k, "%v is less than 1s", d)
+		case d%time.Second != 0:
+			add(k, "%v is not a whole number of seconds (it is sent in seconds)", d)
+		case d/time.Second > math.MaxUint32:
+			add(k, "%v is too long", d)
+		}
+	}
+	if f.MCLT.Duration == 0 {
+		add("mclt", "required (e.g. \"1h\"); both partners must use the same value")
+	} else {
+		seconds("mclt", f.MCLT.Duration)
+	}
+	seconds("keepalive-time", f.KeepaliveTime.Duration)
+	if f.MaxUnackedBndUpd < 1 || f.MaxUnackedBndUpd > 65535 {
+		add("max-unacked-bndupd", "%d out of range 1..65535", f.MaxUnackedBndUpd)
+	}
+	if f.ConnectRetryMin.Duration < 0 {
+		add("connect-retry-min", "%v is negative", f.ConnectRetryMin.Duration)
+	}
+	if f.ConnectRetryMax.Duration < f.ConnectRetryMin.Duration {
+		add("connect-retry-max", "%v is shorter than connect-retry-min %v", f.ConnectRetryMax.Duration, f.ConnectRetryMin.Duration)
+	}
+	if f.HandshakeTimeout.Duration < 0 {
+		add("handshake-timeout", "%v is negative", f.HandshakeTimeout.Duration)
+	}
+	if f.MaxPendingConnections < 1 || f.MaxPendingConnections > 1024 {
+		add("max-pending-connections", "%d out of range 1..1024", f.MaxPendingConnections)
+	}
+	if f.AutoPartnerDown.Duration < 0 {
+		add("auto-partner-down", "%v is negative (0 turns it off)", f.AutoPartnerDown.Duration)
+	}
+	files := []struct{ key, path string }{{"tls-cert", f.TLSCert}, {"tls-key", f.TLSKey}, {"tls-ca", f.TLSCA}}
+	set := 0
+	for _, fl := range files {
+		if fl.path != "" {
+			set++
+		}
+	}
+	if set != 0 {
+		for _, fl := range files {
+			if fl.path == "" {
+				add(fl.key, "required when any of tls-cert, tls-key, tls-ca is set (give all three, or none for insecure mode)")
+				continue
+			}
+			if st, err := os.Stat(fl.path); err != nil {
+				add(fl.key, "%v", err)
+			} else if st.IsDir() {
+				add(fl.key, "%s is a directory", fl.path)
+			}
+		}
+	}
+	return errs
+}
+
+// parseFailoverAddr accepts "[2001:db8::1]:647", "[2001:db8::1]" or
+// "2001:db8::1"; the port defaults to 647. The address must be a specific
+// IPv6 unicast address: the partner checks the connection's source
+// address against it.
+func parseFailoverAddr(s string) (netip.AddrPort, error) {
+	if s == "" {
+		return netip.AddrPort{}, fmt.Errorf("required (e.g. \"[2001:db8::1]:647\")")
+	}
+	ap, err := netip.ParseAddrPort(s)
+	if err != nil {
+		a, err2 := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(s, "["), "]"))
+		if err2 != nil {
+			return netip.AddrPort{}, fmt.Errorf("%q is not an address (write e.g. \"[2001:db8::1]:647\")", s)
+		}
+		ap = netip.AddrPortFrom(a, FailoverPort)
+	}
+	a := ap.Addr()
+	switch {
+	case !a.Is6() || a.Is4In6():
+		return netip.AddrPort{}, fmt.Errorf("%q is not an IPv6 address", s)
+	case a.IsUnspecified() || a.IsMulticast():
+		return netip.AddrPort{}, fmt.Errorf("%v is not a unicast address of one server", a)
+	case ap.Port() == 0:
+		return netip.AddrPort{}, fmt.Errorf("%q has port 0", s)
+	}
+	return ap, nil
+}

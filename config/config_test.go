@@ -2,6 +2,8 @@ package config
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -134,5 +136,128 @@ func TestDurationDays(t *testing.T) {
 	}
 	if err := d.UnmarshalText([]byte("-1d")); err == nil {
 		t.Fatal("-1d accepted")
+	}
+}
+
+// goodFailover is the good file plus the [failover] example of the
+// failover issue; the table starts on line 16.
+const goodFailover = good + `
+[failover]
+relationship = "pair-a"
+role = "primary"                   # or "secondary"
+local = "[2001:db8:1::1]:647"      # address this server listens on / dials from
+peer = "[2001:db8:1::2]:647"
+mclt = "1h"
+`
+
+func TestFailoverExampleParses(t *testing.T) {
+	c, err := Parse("tandem.toml", []byte(goodFailover))
+	if err != nil {
+		t.Fatalf("the documented [failover] example does not parse: %v", err)
+	}
+	f := c.Failover
+	if f == nil {
+		t.Fatal("no Failover")
+	}
+	if f.Relationship != "pair-a" || f.Role != "primary" || f.MCLT.Duration != time.Hour {
+		t.Fatalf("failover: %+v", f)
+	}
+	if f.ParsedLocal.String() != "[2001:db8:1::1]:647" || f.ParsedPeer.String() != "[2001:db8:1::2]:647" {
+		t.Fatalf("addresses %v %v", f.ParsedLocal, f.ParsedPeer)
+	}
+	if f.KeepaliveTime.Duration != time.Minute || f.MaxUnackedBndUpd != 64 || f.ConnectRetryMin.Duration != time.Second ||
+		f.ConnectRetryMax.Duration != 30*time.Second || f.HandshakeTimeout.Duration != 10*time.Second ||
+		f.MaxPendingConnections != 4 || f.AutoPartnerDown.Duration != 0 || f.TLSCert != "" {
+		t.Fatalf("defaults: %+v", f)
+	}
+	c, err = Parse("tandem.toml", []byte(good))
+	if err != nil || c.Failover != nil {
+		t.Fatalf("without [failover]: %v, %+v", err, c.Failover)
+	}
+}
+
+func TestFailoverAllKeys(t *testing.T) {
+	dir := t.TempDir()
+	for _, n := range []string{"cert.pem", "key.pem", "ca.pem"} {
+		if err := os.WriteFile(filepath.Join(dir, n), []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	doc := good + `
+[failover]
+relationship = "pair-a"
+role = "secondary"
+local = "2001:db8:1::2"
+peer = "[2001:db8:1::1]:6470"
+mclt = "30m"
+keepalive-time = "20s"
+max-unacked-bndupd = 10
+connect-retry-min = "2s"
+connect-retry-max = "1m"
+handshake-timeout = "5s"
+max-pending-connections = 8
+tls-cert = "` + filepath.Join(dir, "cert.pem") + `"
+tls-key = "` + filepath.Join(dir, "key.pem") + `"
+tls-ca = "` + filepath.Join(dir, "ca.pem") + `"
+auto-partner-down = "2h"
+`
+	c, err := Parse("tandem.toml", []byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := c.Failover
+	if f.Role != "secondary" || f.ParsedLocal.String() != "[2001:db8:1::2]:647" || f.ParsedPeer.Port() != 6470 ||
+		f.MCLT.Duration != 30*time.Minute || f.KeepaliveTime.Duration != 20*time.Second || f.MaxUnackedBndUpd != 10 ||
+		f.ConnectRetryMin.Duration != 2*time.Second || f.ConnectRetryMax.Duration != time.Minute ||
+		f.HandshakeTimeout.Duration != 5*time.Second || f.MaxPendingConnections != 8 ||
+		f.TLSCA != filepath.Join(dir, "ca.pem") || f.AutoPartnerDown.Duration != 2*time.Hour {
+		t.Fatalf("parsed: %+v", f)
+	}
+}
+
+func TestFailoverErrorsNameFileLineAndKey(t *testing.T) {
+	cases := []struct {
+		name, from, to string
+		want           []string
+	}{
+		{"bad role", `role = "primary" `, `role = "tertiary" `, []string{"tandem.toml:18", "failover.role", "tertiary"}},
+		{"no role", `role = "primary"                   # or "secondary"`, ``, []string{"tandem.toml:16", "failover.role", "required"}},
+		{"no relationship", `relationship = "pair-a"`, `relationship = ""`, []string{"tandem.toml:17", "failover.relationship", "required"}},
+		{"bad peer", `peer = "[2001:db8:1::2]:647"`, `peer = "2001:db8:1::zz"`, []string{"tandem.toml:20", "failover.peer", "not an address"}},
+		{"IPv4 peer", `peer = "[2001:db8:1::2]:647"`, `peer = "192.0.2.1:647"`, []string{"tandem.toml:20", "failover.peer", "IPv6"}},
+		{"unspecified local", `local = "[2001:db8:1::1]:647"`, `local = "[::]:647"`, []string{"tandem.toml:19", "failover.local", "unicast"}},
+		{"peer is local", `peer = "[2001:db8:1::2]:647"`, `peer = "2001:db8:1::1"`, []string{"tandem.toml:20", "failover.peer", "same as local"}},
+		{"no mclt", `mclt = "1h"`, ``, []string{"tandem.toml:16", "failover.mclt", "required"}},
+		{"fractional mclt", `mclt = "1h"`, `mclt = "1500ms"`, []string{"tandem.toml:21", "failover.mclt", "whole number of seconds"}},
+		{"bad mclt", `mclt = "1h"`, `mclt = "soon"`, []string{"tandem.toml:21", "mclt", "bad duration"}},
+		{"keepalive", `mclt = "1h"`, "mclt = \"1h\"\nkeepalive-time = \"900ms\"", []string{"tandem.toml:22", "failover.keepalive-time"}},
+		{"max unacked", `mclt = "1h"`, "mclt = \"1h\"\nmax-unacked-bndupd = 70000", []string{"tandem.toml:22", "failover.max-unacked-bndupd", "70000"}},
+		{"retry order", `mclt = "1h"`, "mclt = \"1h\"\nconnect-retry-min = \"1m\"\nconnect-retry-max = \"10s\"", []string{"tandem.toml:23", "failover.connect-retry-max"}},
+		{"pending", `mclt = "1h"`, "mclt = \"1h\"\nmax-pending-connections = -1", []string{"tandem.toml:22", "failover.max-pending-connections"}},
+		{"negative auto-partner-down", `mclt = "1h"`, "mclt = \"1h\"\nauto-partner-down = \"-1h\"", []string{"tandem.toml:22", "failover.auto-partner-down", "negative"}},
+		{"tls half", `mclt = "1h"`, "mclt = \"1h\"\ntls-cert = \"/etc/tandem/cert.pem\"", []string{"tandem.toml:16", "failover.tls-key", "all three"}},
+		{"tls missing file", `mclt = "1h"`, "mclt = \"1h\"\ntls-cert = \"/nonexistent/c\"\ntls-key = \"/nonexistent/k\"\ntls-ca = \"/nonexistent/a\"", []string{"tandem.toml:22", "failover.tls-cert", "/nonexistent/c"}},
+		{"unknown key", `mclt = "1h"`, "mclt = \"1h\"\nmclt-seconds = 5", []string{"tandem.toml:22", "failover.mclt-seconds", "unknown key"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			doc := strings.Replace(goodFailover, tc.from, tc.to, 1)
+			if doc == goodFailover {
+				t.Fatalf("test case does not change the document")
+			}
+			_, err := Parse("tandem.toml", []byte(doc))
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+			var ce *Error
+			if !errors.As(err, &ce) {
+				t.Errorf("error is not a *config.Error: %T", err)
+			}
+		})
 	}
 }

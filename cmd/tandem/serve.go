@@ -7,6 +7,7 @@ import (
 	"maps"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -66,6 +67,9 @@ func serveCommand(e *env) *cli.Command {
 			log, err := newLogger(cfg.Log.Level, format, e.stderr)
 			if err != nil {
 				return cli.Exit(err.Error(), exitFailure)
+			}
+			if os.Getenv("GOGC") == "" {
+				debug.SetGCPercent(cfg.GCPercent)
 			}
 			ctx, stop := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
