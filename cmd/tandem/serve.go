@@ -57,6 +57,11 @@ func serveCommand(e *env) *cli.Command {
 			if err != nil {
 				return cli.Exit(fmt.Sprintf("configuration not valid:\n%v", err), exitFailure)
 			}
+			if cfg.Failover != nil {
+				return cli.Exit(fmt.Sprintf("%s: [failover] is validated but running as a failover pair is not available in this version "+
+					"(the RFC 8156 transport exists; the endpoint state machine does not yet): remove the [failover] table to run standalone",
+					cfg.Path()), exitFailure)
+			}
 			format := cfg.Log.Format
 			if format == "" {
 				format = "json"

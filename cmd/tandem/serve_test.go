@@ -1,0 +1,69 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+const serveTestConfig = `data-dir = %q
+control-socket = %q
+
+[dhcp]
+interfaces = ["lo"]
+
+[[subnet]]
+prefix = "2001:db8:1::/64"
+pools = ["2001:db8:1::1000-2001:db8:1::ffff"]
+`
+
+func writeConfig(t *testing.T, extra string) string {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "tandem.toml")
+	body := strings.Replace(strings.Replace(serveTestConfig, "%q", `"`+filepath.Join(dir, "data")+`"`, 1), "%q", `"`+filepath.Join(dir, "s.sock")+`"`, 1)
+	if err := os.WriteFile(p, []byte(body+extra), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestConfigCheck(t *testing.T) {
+	good := writeConfig(t, "")
+	if r := mustRun(t, "config", "check", good); !strings.Contains(r.stdout, "ok (1 subnets") {
+		t.Fatalf("config check output: %q", r.stdout)
+	}
+	bad := writeConfig(t, "\n[dhcp2]\nx = 1\n")
+	r := tandem(t, "config", "check", bad)
+	if r.code != exitFailure || !strings.Contains(r.stderr, bad+":") || !strings.Contains(r.stderr, "unknown key") {
+		t.Fatalf("bad config: code %d stderr %q", r.code, r.stderr)
+	}
+}
+
+// TestServeRefusesFailoverTable: a [failover] table is validated, but until
+// the endpoint state machine exists serve refuses it rather than run a
+// half pair.
+func TestServeRefusesFailoverTable(t *testing.T) {
+	p := writeConfig(t, `
+[failover]
+relationship = "pair-a"
+role = "primary"
+local = "[2001:db8:1::1]:647"
+peer = "[2001:db8:1::2]:647"
+mclt = "1h"
+`)
+	r := tandem(t, "serve", "--config", p)
+	if r.code != exitFailure || !strings.Contains(r.stderr, "remove the [failover] table") {
+		t.Fatalf("serve with [failover]: code %d stderr %q", r.code, r.stderr)
+	}
+	if _, err := os.Stat(filepath.Join(filepath.Dir(p), "data")); err == nil {
+		t.Fatal("serve created the data dir before refusing")
+	}
+}
+
+func TestServeBadConfig(t *testing.T) {
+	r := tandem(t, "serve", "--config", filepath.Join(t.TempDir(), "missing.toml"))
+	if r.code != exitFailure || !strings.Contains(r.stderr, "missing.toml") {
+		t.Fatalf("serve with a missing config: code %d stderr %q", r.code, r.stderr)
+	}
+}
