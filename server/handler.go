@@ -393,27 +393,14 @@ func iaidOf(b [4]byte) uint32 {
 func (s *Server) assign(req *request, md mode) (*dhcpv6.Message, error) {
 	ias, tas := collectIAs(req.msg)
 	var plan *txnPlan
-	for attempt := 0; ; attempt++ {
+	if err := s.commit(req, func() ([]fsm.Op, func()) {
 		plan = s.plan(req, md, ias)
-		if !md.commits() || len(plan.ops) == 0 {
-			plan.release()
-			break
+		if !md.commits() {
+			return nil, plan.release // Advertise commits nothing
 		}
-		_, err := s.store.Apply(&fsm.Command{Type: fsm.CmdTxn, Time: req.now.UnixNano(), Origin: fsm.OriginClient,
-			Note: noteFor(req), Ops: plan.ops})
-		plan.release()
-		if err == nil {
-			break
-		}
-		if errors.Is(err, fsm.ErrConflict) && attempt < maxTxnRetries {
-			s.metrics.inc(mTxnConflicts)
-			req.now = s.clock.Now()
-			continue
-		}
-		s.metrics.inc(mStoreFailed)
-		s.log.Warn("lease not stored: no reply", zap.String("msg", req.msg.MessageType.String()),
-			zap.String("client-duid", fmt.Sprintf("%x", req.duid)), zap.Error(err))
-		return nil, fmt.Errorf("commit: %w", err)
+		return plan.ops, plan.release
+	}); err != nil {
+		return nil, err
 	}
 	if md == modeRebind && !plan.anyOK && !anyStatus(plan.outs) {
 		return nil, drop("Rebind for leases we do not know")
@@ -674,6 +661,39 @@ func (s *Server) grant(req *request, md mode, plan *txnPlan, in iaIn, r fsm.Reso
 	return leaseOut{res: r, preferred: nb.PreferredLifetime, valid: nb.ValidLifetime}
 }
 
+// commit builds a client transaction with build and commits it as one log
+// entry, rebuilding it against the newer state when it lost a race for a
+// resource (fsm.ErrConflict). done, if not nil, runs after each attempt's
+// Apply returned (it releases reservations). No ops: nothing to commit.
+func (s *Server) commit(req *request, build func() (ops []fsm.Op, done func())) error {
+	for attempt := 0; ; attempt++ {
+		ops, done := build()
+		if len(ops) == 0 {
+			if done != nil {
+				done()
+			}
+			return nil
+		}
+		_, err := s.store.Apply(&fsm.Command{Type: fsm.CmdTxn, Time: req.now.UnixNano(), Origin: fsm.OriginClient,
+			Note: noteFor(req), Ops: ops})
+		if done != nil {
+			done()
+		}
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, fsm.ErrConflict) && attempt < maxTxnRetries:
+			s.metrics.inc(mTxnConflicts)
+			req.now = s.clock.Now()
+		default:
+			s.metrics.inc(mStoreFailed)
+			s.log.Warn("lease change not stored: no reply", zap.String("msg", req.msg.MessageType.String()),
+				zap.String("client-duid", fmt.Sprintf("%x", req.duid)), zap.Error(err))
+			return fmt.Errorf("commit: %w", err)
+		}
+	}
+}
+
 // addIAs puts the planned IAs in the reply, with one T1/T2 for all of them
 // (RFC 8415 §18.3.2).
 func (s *Server) addIAs(req *request, r *dhcpv6.Message, outs []iaOut) {
@@ -731,9 +751,9 @@ func (s *Server) addIAs(req *request, r *dhcpv6.Message, outs []iaOut) {
 func (s *Server) release(req *request, decline bool) (*dhcpv6.Message, error) {
 	ias, _ := collectIAs(req.msg)
 	var outs []iaOut
-	for attempt := 0; ; attempt++ {
-		var ops []fsm.Op
-		outs = outs[:0]
+	var ops []fsm.Op
+	err := s.commit(req, func() ([]fsm.Op, func()) {
+		ops, outs = ops[:0], outs[:0]
 		now := req.now
 		for _, in := range ias {
 			out := iaOut{in: in}
@@ -764,24 +784,13 @@ func (s *Server) release(req *request, decline bool) (*dhcpv6.Message, error) {
 			}
 			outs = append(outs, out)
 		}
-		if len(ops) == 0 {
-			break
-		}
-		_, err := s.store.Apply(&fsm.Command{Type: fsm.CmdTxn, Time: now.UnixNano(), Origin: fsm.OriginClient,
-			Note: noteFor(req), Ops: ops})
-		if err == nil {
-			if decline {
-				s.metrics.add(mDeclined, uint64(len(ops)))
-			}
-			break
-		}
-		if errors.Is(err, fsm.ErrConflict) && attempt < maxTxnRetries {
-			s.metrics.inc(mTxnConflicts)
-			req.now = s.clock.Now()
-			continue
-		}
-		s.metrics.inc(mStoreFailed)
-		return nil, fmt.Errorf("commit: %w", err)
+		return ops, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if decline {
+		s.metrics.add(mDeclined, uint64(len(ops)))
 	}
 	r := s.newReply(req, dhcpv6.MessageTypeReply)
 	text := "release received"
