@@ -58,15 +58,19 @@ func TestObserver(t *testing.T) {
 	s := New()
 	applyAll(s, es[:300])
 	o := &mirror{t: t}
-	s.SetObserver(o) // starts with a Reset holding the current table
+	remove := s.AddObserver(o) // starts with a Reset holding the current table
 	if o.resets != 1 || len(o.m) != s.View().Len() {
-		t.Fatalf("SetObserver: %d resets, %d bindings", o.resets, len(o.m))
+		t.Fatalf("AddObserver: %d resets, %d bindings", o.resets, len(o.m))
 	}
+	o2 := &mirror{t: t}
+	remove2 := s.AddObserver(o2) // a second observer sees the same changes
 	applyAll(s, es[300:1500])
 	o.check(s)
-	if o.changes == 0 {
-		t.Fatal("no changes observed")
+	o2.check(s)
+	if o.changes == 0 || o2.changes != o.changes {
+		t.Fatalf("changes observed: %d and %d", o.changes, o2.changes)
 	}
+	remove2()
 
 	// Failed txns report nothing.
 	before := o.changes
@@ -105,12 +109,12 @@ func TestObserver(t *testing.T) {
 	}
 	o.check(s)
 
-	// nil stops observation.
-	s.SetObserver(nil)
-	n := o.changes
+	// remove stops observation.
+	remove()
+	n, n2 := o.changes, o2.changes
 	s.Apply(Entry{Index: 9999, Term: 9, Cmd: txn(putOp(active(na("2001:db8:ffff::2"), duidA, 1, 5)))})
-	if o.changes != n {
-		t.Fatal("observer called after SetObserver(nil)")
+	if o.changes != n || o2.changes != n2 {
+		t.Fatal("observer called after it was removed")
 	}
 }
 

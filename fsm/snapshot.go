@@ -306,8 +306,8 @@ func (s *State) Restore(r io.Reader) (*SnapshotHeader, error) {
 	defer s.mu.Unlock()
 	t.obs = s.t.obs
 	s.t = t
-	if t.obs != nil {
-		t.obs.Reset(&View{t: t.clone()})
+	for _, o := range t.obs {
+		o.Reset(&View{t: t.clone()})
 	}
 	return h, nil
 }

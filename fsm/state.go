@@ -98,8 +98,8 @@ type tables struct {
 	lastIndex, lastTerm uint64
 	lastTime            int64 // Time of the last applied command (Unix ns)
 
-	// obs, if set, is told of every binding change (never set on a View's tables).
-	obs Observer
+	// obs are told of every binding change (never set on a View's tables).
+	obs []Observer
 }
 
 // Observer is told of binding changes as they are applied. Its methods run on
@@ -141,16 +141,16 @@ func (t *tables) put(nb *Binding) {
 		t.unindex(old)
 	}
 	t.index(nb)
-	if t.obs != nil {
-		t.obs.BindingChanged(old, nb)
+	for _, o := range t.obs {
+		o.BindingChanged(old, nb)
 	}
 }
 
 func (t *tables) del(r Resource) {
 	if old, ok := t.bindings.Delete(&Binding{Resource: r}); ok {
 		t.unindex(old)
-		if t.obs != nil {
-			t.obs.BindingChanged(old, nil)
+		for _, o := range t.obs {
+			o.BindingChanged(old, nil)
 		}
 	}
 }
@@ -292,15 +292,24 @@ func (s *State) ApplyBatch(es []Entry) []*Result {
 	return out
 }
 
-// SetObserver makes o receive every later binding change. o.Reset is called
-// first, with the current table, under the same lock, so o misses nothing.
-// Pass nil to stop observing.
-func (s *State) SetObserver(o Observer) {
+// AddObserver makes o receive every later binding change (observers are
+// called in the order they were added). o.Reset is called first, with the
+// current table, under the same lock, so o misses nothing. The returned
+// function stops o's observation.
+func (s *State) AddObserver(o Observer) (remove func()) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.t.obs = o
-	if o != nil {
-		o.Reset(&View{t: s.t.clone()})
+	s.t.obs = append(s.t.obs[:len(s.t.obs):len(s.t.obs)], o)
+	o.Reset(&View{t: s.t.clone()})
+	return func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		for i, x := range s.t.obs {
+			if x == o {
+				s.t.obs = append(s.t.obs[:i:i], s.t.obs[i+1:]...)
+				return
+			}
+		}
 	}
 }
 

@@ -143,6 +143,8 @@ type Server struct {
 	duid         []byte
 	domainSearch *rfc1035label.Labels
 	metrics      *Metrics
+	// stopObserving ends the pool observer's subscription (Close).
+	stopObserving func()
 }
 
 // New builds a server on store: it records a server DUID in the store if
@@ -179,12 +181,12 @@ func New(cfg Config, store Store) (*Server, error) {
 	if err := s.ensureDUID(); err != nil {
 		return nil, err
 	}
-	s.state.SetObserver(&poolObserver{s: s})
+	s.stopObserving = s.state.AddObserver(&poolObserver{s: s})
 	return s, nil
 }
 
 // Close stops tracking the database.
-func (s *Server) Close() { s.state.SetObserver(nil) }
+func (s *Server) Close() { s.stopObserving() }
 
 // DUID returns the server DUID bytes.
 func (s *Server) DUID() []byte { return append([]byte(nil), s.duid...) }
