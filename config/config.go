@@ -76,6 +76,8 @@ type DHCP struct {
 	DeclineHoldTime Duration `toml:"decline-hold-time"`
 	// ReclaimInterval is how often expired leases are reclaimed (default 10s).
 	ReclaimInterval Duration `toml:"reclaim-interval"`
+	// ParsedDNS is DNSServers parsed (set by Validate).
+	ParsedDNS []netip.Addr `toml:"-"`
 	// ExpiredHoldTime keeps an expired or released lease for its last client
 	// before it is forgotten (default 1h); the client gets it back if it returns.
 	ExpiredHoldTime Duration `toml:"expired-hold-time"`
@@ -134,7 +136,7 @@ func (d *Duration) UnmarshalText(b []byte) error {
 	s := string(b)
 	if n, ok := strings.CutSuffix(s, "d"); ok {
 		days, err := strconv.Atoi(n)
-		if err != nil || days < 0 {
+		if err != nil || days < 0 || strings.HasPrefix(n, "+") {
 			return fmt.Errorf("bad duration %q", s)
 		}
 		d.Duration = time.Duration(days) * 24 * time.Hour
@@ -143,6 +145,9 @@ func (d *Duration) UnmarshalText(b []byte) error {
 	v, err := time.ParseDuration(s)
 	if err != nil {
 		return fmt.Errorf("bad duration %q (write e.g. \"90s\", \"2h\", \"3d\")", s)
+	}
+	if v < 0 {
+		return fmt.Errorf("negative duration %q", s)
 	}
 	d.Duration = v
 	return nil
@@ -375,12 +380,16 @@ func (c *Config) Validate() error {
 	if d.QueueSize < 1 {
 		add(c.errAt("dhcp.queue-size", "must be at least 1"))
 	}
-	if _, err := parseAddrs(d.DNSServers); err != nil {
+	if dns, err := parseAddrs(d.DNSServers); err != nil {
 		add(c.errAt("dhcp.dns-servers", "%v", err))
+	} else {
+		d.ParsedDNS = dns
 	}
-	for _, dom := range d.DomainSearch {
-		if dom == "" || len(dom) > 253 || strings.ContainsAny(dom, " \t/") {
-			add(c.errAt("dhcp.domain-search", "%q is not a domain name", dom))
+	for i, dom := range d.DomainSearch {
+		dom = strings.TrimSuffix(dom, ".")
+		d.DomainSearch[i] = dom
+		if !validDomain(dom) {
+			add(c.errAt("dhcp.domain-search", "%q is not a domain name (labels of 1 to 63 letters, digits or hyphens)", dom))
 		}
 	}
 	if len(c.Subnets) == 0 {
@@ -388,6 +397,27 @@ func (c *Config) Validate() error {
 	}
 	for i := range c.Subnets {
 		errs = append(errs, c.validateSubnet(i)...)
+	}
+	// One directly attached subnet per interface: the ingress interface picks it.
+	byIf := map[string]int{}
+	for i, sn := range c.Subnets {
+		if sn.Interface == "" {
+			continue
+		}
+		if j, dup := byIf[sn.Interface]; dup {
+			add(c.errAt(fmt.Sprintf("subnet[%d].interface", i), "%q is already the interface of subnet[%d]: one subnet per interface", sn.Interface, j))
+		}
+		byIf[sn.Interface] = i
+	}
+	// Delegated prefixes must not overlap any subnet's addresses.
+	for i, sn := range c.Subnets {
+		for j, pd := range sn.ParsedPDPools {
+			for k, other := range c.Subnets {
+				if other.ParsedPrefix.IsValid() && pd.Prefix.Overlaps(other.ParsedPrefix) {
+					add(c.errAt(fmt.Sprintf("subnet[%d].pd-pools", i), "pd-pool %d (%v) overlaps subnet[%d] prefix %v", j, pd.Prefix, k, other.ParsedPrefix))
+				}
+			}
+		}
 	}
 	// Subnets must not overlap: a link-address must pick exactly one.
 	for i := range c.Subnets {
@@ -551,6 +581,25 @@ func parseAddrs(ss []string) ([]netip.Addr, error) {
 		out = append(out, a)
 	}
 	return out, nil
+}
+
+// validDomain accepts a domain name of labels of 1-63 bytes (letters,
+// digits, hyphens, underscores), 253 bytes at most.
+func validDomain(d string) bool {
+	if d == "" || len(d) > 253 {
+		return false
+	}
+	for _, l := range strings.Split(d, ".") {
+		if len(l) == 0 || len(l) > 63 {
+			return false
+		}
+		for _, r := range l {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 func contains(list []string, s string) bool {

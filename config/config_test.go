@@ -67,6 +67,9 @@ func TestErrorsNameFileLineAndKey(t *testing.T) {
 		{"interface not listed", `interface = "eth1"                 #`, `interface = "eth9"                 #`, []string{"tandem.toml:10", "subnet[0].interface", "eth9"}},
 		{"bad dns", `dns-servers = ["2001:db8:1::53"]`, `dns-servers = ["10.0.0.1"]`, []string{"tandem.toml:6", "dhcp.dns-servers", "10.0.0.1"}},
 		{"syntax", `[dhcp]`, `[dhcp`, []string{"tandem.toml:4"}},
+		{"negative duration", `preferred-lifetime = "2h"`, `preferred-lifetime = "-1h"`, []string{"tandem.toml:13", "negative duration"}},
+		{"bad domain label", `dns-servers = ["2001:db8:1::53"]`, "dns-servers = [\"2001:db8:1::53\"]\ndomain-search = [\"" + strings.Repeat("a", 64) + ".example\"]", []string{"tandem.toml:7", "dhcp.domain-search", "63"}},
+		{"pd pool over a subnet", `{ prefix = "2001:db8:8000::/40", delegated-length = 56 }`, `{ prefix = "2001:db8::/32", delegated-length = 56 }`, []string{"subnet[0].pd-pools", "overlaps subnet[0] prefix"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -109,6 +112,26 @@ pools = ["2001:db8:1:1::/120"]
 `
 	if _, err := Parse("t.toml", []byte(doc)); err == nil || !strings.Contains(err.Error(), "overlaps subnet[0]") {
 		t.Fatalf("overlapping subnets: %v", err)
+	}
+}
+
+func TestOneSubnetPerInterface(t *testing.T) {
+	doc := good + `
+[[subnet]]
+prefix = "2001:db8:2::/64"
+interface = "eth1"
+pools = ["2001:db8:2::/120"]
+`
+	_, err := Parse("t.toml", []byte(doc))
+	if err == nil || !strings.Contains(err.Error(), "subnet[1].interface") || !strings.Contains(err.Error(), "one subnet per interface") {
+		t.Fatalf("two subnets on one interface: %v", err)
+	}
+}
+
+func TestDomainSearchTrailingDot(t *testing.T) {
+	c, err := Parse("t.toml", []byte(strings.Replace(good, `[dhcp]`, "[dhcp]\ndomain-search = [\"example.com.\"]", 1)))
+	if err != nil || c.DHCP.DomainSearch[0] != "example.com" {
+		t.Fatalf("trailing dot: %v %v", c, err)
 	}
 }
 

@@ -174,7 +174,7 @@ func Handler(b Backend) http.Handler {
 }
 
 func parseFilter(q url.Values) (LeaseFilter, error) {
-	f := LeaseFilter{Type: q.Get("type"), State: strings.ToUpper(q.Get("state")), DUID: strings.ToLower(q.Get("duid")),
+	f := LeaseFilter{Type: strings.ToLower(q.Get("type")), State: strings.ToUpper(q.Get("state")), DUID: strings.ToLower(q.Get("duid")),
 		After: q.Get("after")}
 	if f.Type != "" {
 		if _, err := fsm.ParseIAType(f.Type); err != nil {
@@ -267,7 +267,10 @@ func Listen(path string) (net.Listener, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("control socket dir: %w", err)
 	}
-	if _, err := os.Lstat(path); err == nil {
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("control socket %s: a file that is not a socket is in the way: is control-socket right? (remove the file if it is really stale)", path)
+		}
 		c, derr := net.DialTimeout("unix", path, time.Second)
 		if derr == nil {
 			c.Close()

@@ -82,6 +82,7 @@ func TestLeaseListFiltersAndPaging(t *testing.T) {
 		want int
 	}{
 		{LeaseFilter{Type: "pd"}, 3},
+		{LeaseFilter{Type: "PD"}, 3},
 		{LeaseFilter{State: "free"}, 1},
 		{LeaseFilter{DUID: "00030001626262626262"}, 5},
 		{LeaseFilter{Subnet: netip.MustParsePrefix("2001:db8:2::/64")}, 1},
@@ -154,6 +155,15 @@ func TestSocketModeAndStaleSocket(t *testing.T) {
 		t.Fatalf("stale socket not replaced: %v", err)
 	}
 	l2.Close()
+	// A regular file at the path (a mistyped control-socket) is never removed.
+	file := filepath.Join(t.TempDir(), "tandem.toml")
+	os.WriteFile(file, []byte("data-dir = \"/x\"\n"), 0o644)
+	if _, err := Listen(file); err == nil || !strings.Contains(err.Error(), "not a socket") {
+		t.Fatalf("Listen over a regular file: %v", err)
+	}
+	if b, err := os.ReadFile(file); err != nil || len(b) == 0 {
+		t.Fatal("Listen removed a regular file")
+	}
 }
 
 func TestClientErrorsSayWhatToDo(t *testing.T) {

@@ -71,6 +71,9 @@ func (s *Server) Serve(ctx context.Context) error {
 		go func() {
 			defer wg.Done()
 			for p := range queue {
+				if ctx.Err() != nil {
+					continue // shutting down: the socket is closed, commit nothing more
+				}
 				s.serveOne(conn, p)
 			}
 		}()
@@ -139,7 +142,9 @@ func (s *Server) serveOne(conn *ipv6.PacketConn, p packet) {
 	}()
 	out, _, err := s.handle(p.b, p.info)
 	if err != nil {
-		if !errors.Is(err, errDrop) {
+		if errors.Is(err, errDrop) {
+			s.log.Debug("packet dropped", zap.String("src", p.info.Src.String()), zap.String("interface", p.info.IfName), zap.Error(err))
+		} else {
 			s.log.Debug("bad packet", zap.String("src", p.info.Src.String()), zap.Error(err))
 		}
 		return

@@ -3,6 +3,7 @@ package server
 import (
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"net"
 	"net/netip"
 	"time"
@@ -169,7 +170,11 @@ func (s *Server) process(req *request) (*dhcpv6.Message, error) {
 	}
 	req.sn = s.selectSubnet(req)
 	if req.sn == nil && m.MessageType != dhcpv6.MessageTypeInformationRequest && m.MessageType != dhcpv6.MessageTypeConfirm {
-		return nil, drop("no subnet for interface %q / link-address", req.info.IfName)
+		la := ""
+		if n := len(req.relays); n > 0 {
+			la = req.relays[n-1].LinkAddr.String()
+		}
+		return nil, drop("no subnet for interface %q / link-address %q", req.info.IfName, la)
 	}
 	// A message that must be multicast, received by unicast from a client
 	// (not through a relay), gets UseMulticast: we offer no Server Unicast option.
@@ -665,7 +670,15 @@ func (s *Server) grant(req *request, md mode, plan *txnPlan, in iaIn, r fsm.Reso
 // entry, rebuilding it against the newer state when it lost a race for a
 // resource (fsm.ErrConflict). done, if not nil, runs after each attempt's
 // Apply returned (it releases reservations). No ops: nothing to commit.
+//
+// One client's transactions are serialised (a lock striped by DUID): two
+// copies of one message handled at once (two relays on a link, a
+// retransmission while queued) would otherwise each see the IA empty and
+// commit a different new lease for it.
 func (s *Server) commit(req *request, build func() (ops []fsm.Op, done func())) error {
+	mu := &s.clientLocks[clientStripe(req.duid)]
+	mu.Lock()
+	defer mu.Unlock()
 	for attempt := 0; ; attempt++ {
 		ops, done := build()
 		if len(ops) == 0 {
@@ -692,6 +705,15 @@ func (s *Server) commit(req *request, build func() (ops []fsm.Op, done func())) 
 			return fmt.Errorf("commit: %w", err)
 		}
 	}
+}
+
+// clientLockStripes is the number of per-client lock stripes.
+const clientLockStripes = 1024
+
+func clientStripe(duid string) int {
+	h := fnv.New32a()
+	h.Write([]byte(duid))
+	return int(h.Sum32() % clientLockStripes)
 }
 
 // addIAs puts the planned IAs in the reply, with one T1/T2 for all of them

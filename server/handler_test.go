@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -1259,4 +1260,53 @@ func TestParityPolicy(t *testing.T) {
 		}
 		e.restart()
 	}
+}
+
+// TestDuplicateMessagesOneLease: two copies of one client message handled
+// at the same time (two relays on a link forward every message) give the
+// IA one lease, not two.
+func TestDuplicateMessagesOneLease(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, func(c *Config) { c.RapidCommit = true })
+	const clients = 100
+	var wg sync.WaitGroup
+	for i := 1; i <= clients; i++ {
+		b := newClient(i).solicit(&dhcpv6.OptionGeneric{OptionCode: dhcpv6.OptionRapidCommit}).ToBytes()
+		for copies := 0; copies < 2; copies++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if _, _, err := h.srv.Handle(b, linkInfo); err != nil {
+					t.Errorf("Handle: %v", err)
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	for i := 1; i <= clients; i++ {
+		c := newClient(i)
+		if got := h.state().Client(c.key(), fsm.IANA, c.iaidNum()); len(got) != 1 {
+			t.Fatalf("client %d holds %d addresses for one IA after a duplicated Solicit", i, len(got))
+		}
+	}
+}
+
+// TestPDLengthChangeRefused: restarting with a different delegated-length
+// while prefixes of the old length are bound is refused (a /56 in use and a
+// /60 inside it would both be given out otherwise).
+func TestPDLengthChangeRefused(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	c := newClient(1)
+	adv := h.exchange(c.solicit(c.pd()), dhcpv6.MessageTypeAdvertise)
+	req, _ := dhcpv6.NewRequestFromAdvertise(adv)
+	h.exchange(req, dhcpv6.MessageTypeReply)
+	h.srv.Close()
+	cfg := h.cfg
+	cfg.Subnets = append([]SubnetConfig(nil), cfg.Subnets...)
+	cfg.Subnets[0].PDPools = []PDPool{{Prefix: pdPrefix, DelegatedLength: 60}}
+	if _, err := New(cfg, h.store); err == nil || !strings.Contains(err.Error(), "still bound") {
+		t.Fatalf("New with a changed delegated-length: %v", err)
+	}
+	h.srv, _ = New(h.cfg, h.store) // the old length still works
 }

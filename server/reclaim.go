@@ -41,10 +41,12 @@ func (s *Server) Reclaim() (int, error) {
 			return total, nil
 		}
 		ops := make([]fsm.Op, 0, len(due))
+		expired := 0
 		for i := range due {
 			b := due[i]
 			switch b.Status {
 			case fsm.StatusActive:
+				expired++
 				s.policy.Free(now, &b, false)
 				ops = append(ops, fsm.Op{Resource: b.Resource, IfRev: due[i].Rev, Binding: b})
 			case fsm.StatusFree, fsm.StatusAbandoned, fsm.StatusReset:
@@ -64,7 +66,7 @@ func (s *Server) Reclaim() (int, error) {
 		if err != nil {
 			return total, err
 		}
-		s.metrics.add(mReclaimed, uint64(len(ops)))
+		s.metrics.add(mReclaimed, uint64(expired)) // leases that expired, not housekeeping
 		total += len(ops)
 	}
 	return total, nil

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"sync"
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv6"
@@ -145,6 +146,8 @@ type Server struct {
 	metrics      *Metrics
 	// stopObserving ends the pool observer's subscription (Close).
 	stopObserving func()
+	// clientLocks serialise each client's transactions (see commit).
+	clientLocks [clientLockStripes]sync.Mutex
 }
 
 // New builds a server on store: it records a server DUID in the store if
@@ -179,6 +182,9 @@ func New(cfg Config, store Store) (*Server, error) {
 	}
 	s.pools = newPoolIndex(all)
 	if err := s.ensureDUID(); err != nil {
+		return nil, err
+	}
+	if err := s.checkPDLengths(); err != nil {
 		return nil, err
 	}
 	s.stopObserving = s.state.AddObserver(&poolObserver{s: s})
@@ -233,6 +239,38 @@ func newDUID(ifaces []string, now time.Time) []byte {
 	b := make([]byte, 2, 18)
 	binary.BigEndian.PutUint16(b, uint16(dhcpv6.DUID_UUID))
 	return append(b, u[:]...)
+}
+
+// checkPDLengths refuses to start when a PD pool's delegated length no
+// longer matches prefixes still delegated from it: slots are per length, so
+// a /56 in use and a free /60 inside it would both look free to a client.
+func (s *Server) checkPDLengths() error {
+	v := s.state.View()
+	var errs []error
+	for _, p := range s.pools.pools {
+		if p.typ != fsm.IAPD {
+			continue
+		}
+		n := 0
+		var example fsm.Resource
+		v.Ascend(fsm.Resource{Type: fsm.IAPD, IP: p.first.bytes()}, func(b *fsm.Binding) bool {
+			if b.Resource.Type != fsm.IAPD || p.last.less(u128From(b.Resource.IP)) {
+				return false
+			}
+			if b.Resource.Len != p.plen && !s.policy.Available(b, "") {
+				if n == 0 {
+					example = b.Resource
+				}
+				n++
+			}
+			return true
+		})
+		if n > 0 {
+			errs = append(errs, fmt.Errorf("pd-pool %v-%v delegates /%d, but %d prefixes of another length are still bound in it (e.g. %v): keep the old delegated-length until they expire, or release them",
+				netip.AddrFrom16(p.first.bytes()), netip.AddrFrom16(p.last.bytes()), p.plen, n, example))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // poolObserver keeps each pool's slotset in step with the database.

@@ -107,6 +107,11 @@ type daemon struct {
 }
 
 func runDaemon(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
+	// Whatever stops the DHCP service (a signal, or a socket that cannot be
+	// opened) stops the control API too: never a daemon that answers on its
+	// control socket but serves no DHCP.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	st, err := raftstore.Open(raftstore.Config{DataDir: cfg.DataDir, SnapshotThreshold: cfg.Store.SnapshotThreshold,
 		TrailingLogs: cfg.Store.TrailingLogs, SnapshotRetain: cfg.Store.SnapshotRetain, Logger: log})
 	if err != nil {
@@ -132,6 +137,7 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 	go func() { ctlErr <- control.Serve(ctx, l, d) }()
 	log.Info("control socket ready", zap.String("path", cfg.ControlSocket))
 	err = srv.Serve(ctx)
+	cancel()
 	if cerr := <-ctlErr; err == nil && cerr != nil {
 		err = fmt.Errorf("control API: %w", cerr)
 	}
@@ -146,10 +152,8 @@ func serverConfig(cfg *config.Config, log *zap.Logger) server.Config {
 		DeclineHoldTime: cfg.DHCP.DeclineHoldTime.Duration, ExpiredHoldTime: cfg.DHCP.ExpiredHoldTime.Duration,
 		ReclaimInterval: cfg.DHCP.ReclaimInterval.Duration, Logger: log,
 	}
+	sc.DNSServers = cfg.DHCP.ParsedDNS
 	for _, s := range cfg.Subnets {
-		if len(s.ParsedDNS) > 0 && len(sc.DNSServers) == 0 && len(s.DNSServers) == 0 {
-			sc.DNSServers = s.ParsedDNS
-		}
 		ss := server.SubnetConfig{Prefix: s.ParsedPrefix, Interface: s.Interface,
 			PreferredLifetime: s.PreferredLifetime.Duration, ValidLifetime: s.ValidLifetime.Duration,
 			RenewTime: s.RenewTime.Duration, RebindTime: s.RebindTime.Duration}

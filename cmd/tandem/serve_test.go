@@ -67,3 +67,16 @@ func TestServeBadConfig(t *testing.T) {
 		t.Fatalf("serve with a missing config: code %d stderr %q", r.code, r.stderr)
 	}
 }
+
+// TestServeExitsWhenDHCPCannotStart: a DHCP socket that cannot be opened
+// (an interface that does not exist) stops the whole daemon with an error,
+// instead of leaving a control socket that answers while no DHCP is served.
+func TestServeExitsWhenDHCPCannotStart(t *testing.T) {
+	p := writeConfig(t, "")
+	b, _ := os.ReadFile(p)
+	os.WriteFile(p, []byte(strings.Replace(string(b), `interfaces = ["lo"]`, `interfaces = ["nosuch0"]`, 1)), 0o644)
+	r := tandem(t, "serve", "--config", p)
+	if r.code != exitFailure || !(strings.Contains(r.stderr, "nosuch0") || strings.Contains(r.stderr, "547")) {
+		t.Fatalf("serve with a missing interface: code %d after %v, stderr %q", r.code, r.took, r.stderr)
+	}
+}
