@@ -42,11 +42,15 @@ func (c *Client) dialErr(err error) error {
 }
 
 func (c *Client) get(ctx context.Context, path string, q url.Values, out any) error {
+	return c.do(ctx, http.MethodGet, path, q, out)
+}
+
+func (c *Client) do(ctx context.Context, method, path string, q url.Values, out any) error {
 	u := "http://tandem" + path
 	if len(q) > 0 {
 		u += "?" + q.Encode()
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	req, err := http.NewRequestWithContext(ctx, method, u, nil)
 	if err != nil {
 		return err
 	}
@@ -103,4 +107,14 @@ func (c *Client) Leases(ctx context.Context, f LeaseFilter) ([]Lease, error) {
 		return nil, err
 	}
 	return out, nil
+}
+
+// PartnerDown tells the daemon's failover endpoint that its partner is down
+// and returns the status after the (persisted) transition.
+func (c *Client) PartnerDown(ctx context.Context) (*Status, error) {
+	var st Status
+	if err := c.do(ctx, http.MethodPost, "/v1/failover/partner-down", nil, &st); err != nil {
+		return nil, err
+	}
+	return &st, nil
 }

@@ -146,6 +146,15 @@ type Backend interface {
 	Status() Status
 }
 
+// PartnerDowner is implemented by a backend with a failover endpoint.
+type PartnerDowner interface {
+	// PartnerDown tells the endpoint its partner is down (RFC 8156 §8.4);
+	// it returns once the decision is persisted, or why it was refused.
+	PartnerDown() error
+	// HasFailover reports whether a failover endpoint runs at all.
+	HasFailover() bool
+}
+
 // LeaseFilter selects leases.
 type LeaseFilter struct {
 	Type   string       // "na", "pd" or ""
@@ -160,6 +169,18 @@ type LeaseFilter struct {
 func Handler(b Backend) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, b.Status())
+	})
+	mux.HandleFunc("POST /v1/failover/partner-down", func(w http.ResponseWriter, r *http.Request) {
+		pd, ok := b.(PartnerDowner)
+		if !ok || !pd.HasFailover() {
+			writeJSON(w, http.StatusConflict, map[string]string{"error": "this server runs standalone: there is no failover partner"})
+			return
+		}
+		if err := pd.PartnerDown(); err != nil {
+			writeJSON(w, http.StatusConflict, map[string]string{"error": err.Error()})
+			return
+		}
 		writeJSON(w, http.StatusOK, b.Status())
 	})
 	mux.HandleFunc("GET /v1/leases", func(w http.ResponseWriter, r *http.Request) {

@@ -136,6 +136,7 @@ func newApp(e *env) *cli.App {
 			statusCommand(e),
 			leaseCommand(e),
 			configCommand(e),
+			failoverCommand(e),
 			snapshotCommand(e),
 			logCommand(e),
 		},

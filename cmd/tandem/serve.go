@@ -20,6 +20,9 @@ import (
 
 	"github.com/tandem-dhcp/tandem/config"
 	"github.com/tandem-dhcp/tandem/control"
+	"github.com/tandem-dhcp/tandem/failover"
+	"github.com/tandem-dhcp/tandem/failover/link"
+	"github.com/tandem-dhcp/tandem/failover/machine"
 	"github.com/tandem-dhcp/tandem/fsm"
 	"github.com/tandem-dhcp/tandem/raftstore"
 	"github.com/tandem-dhcp/tandem/server"
@@ -61,11 +64,6 @@ func serveCommand(e *env) *cli.Command {
 			if err != nil {
 				return cli.Exit(fmt.Sprintf("configuration not valid:\n%v", err), exitFailure)
 			}
-			if cfg.Failover != nil {
-				return cli.Exit(fmt.Sprintf("%s: [failover] is validated but running as a failover pair is not available in this version "+
-					"(the RFC 8156 transport exists; the endpoint state machine does not yet): remove the [failover] table to run standalone",
-					cfg.Path()), exitFailure)
-			}
 			format := cfg.Log.Format
 			if format == "" {
 				format = "json"
@@ -98,12 +96,55 @@ func serveCommand(e *env) *cli.Command {
 	}
 }
 
-// daemon ties the store, the DHCP server and the control API together.
+// daemon ties the store, the DHCP server, the failover endpoint (if any)
+// and the control API together.
 type daemon struct {
 	cfg     *config.Config
 	store   *raftstore.Store
 	srv     *server.Server
+	ep      *failover.Endpoint
 	started time.Time
+}
+
+// newEndpoint builds the RFC 8156 endpoint from the [failover] table.
+func newEndpoint(cfg *config.Config, st *raftstore.Store, log *zap.Logger, scfg server.Config) (*failover.Endpoint, error) {
+	f := cfg.Failover
+	role, err := link.ParseRole(f.Role)
+	if err != nil {
+		return nil, err
+	}
+	lc := link.Config{Role: role, Relationship: f.Relationship, Local: f.Local, Peer: f.Peer,
+		MCLT: f.MCLT.Duration, KeepaliveTime: f.KeepaliveTime.Duration, MaxUnackedBndUpd: uint32(f.MaxUnackedBndUpd),
+		RetryMin: f.ConnectRetryMin.Duration, RetryMax: f.ConnectRetryMax.Duration,
+		HandshakeTimeout: f.HandshakeTimeout.Duration, MaxPendingConns: f.MaxPendingConnections, Logger: log}
+	if f.TLSCert != "" {
+		lc.TLS = &link.TLSConfig{CertFile: f.TLSCert, KeyFile: f.TLSKey, CAFile: f.TLSCA}
+	}
+	covered := coveredBy(scfg)
+	return failover.New(failover.Config{Link: lc, Machine: machine.Config{AutoPartnerDown: f.AutoPartnerDown.Duration},
+		Store: st, ExpiredHold: scfg.ExpiredHoldTime, Covered: covered, Logger: log})
+}
+
+// coveredBy reports whether a resource lies in one of the configured pools.
+func coveredBy(sc server.Config) func(fsm.Resource) bool {
+	return func(r fsm.Resource) bool {
+		for _, sn := range sc.Subnets {
+			if r.Type == fsm.IAPD {
+				for _, p := range sn.PDPools {
+					if int(r.Len) == p.DelegatedLength && p.Prefix.Contains(r.Addr()) {
+						return true
+					}
+				}
+				continue
+			}
+			for _, p := range sn.Pools {
+				if a := r.Addr(); !a.Less(p.First) && !p.Last.Less(a) {
+					return true
+				}
+			}
+		}
+		return false
+	}
 }
 
 func runDaemon(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
@@ -122,12 +163,32 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 			log.Warn("close store", zap.Error(err))
 		}
 	}()
-	srv, err := server.New(serverConfig(cfg, log), st)
+	scfg := serverConfig(cfg, log)
+	var ep *failover.Endpoint
+	if cfg.Failover != nil {
+		if ep, err = newEndpoint(cfg, st, log, scfg); err != nil {
+			return err
+		}
+		scfg.Policy = ep
+	}
+	srv, err := server.New(scfg, st)
 	if err != nil {
 		return err
 	}
 	defer srv.Close()
-	d := &daemon{cfg: cfg, store: st, srv: srv, started: time.Now()}
+	d := &daemon{cfg: cfg, store: st, srv: srv, ep: ep, started: time.Now()}
+	epErr := make(chan error, 1)
+	if ep != nil {
+		go func() {
+			err := ep.Run(ctx)
+			if err != nil {
+				cancel() // no DHCP service without the failover endpoint's rules
+			}
+			epErr <- err
+		}()
+	} else {
+		epErr <- nil
+	}
 	l, err := control.Listen(cfg.ControlSocket)
 	if err != nil {
 		return err
@@ -140,6 +201,9 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 	cancel()
 	if cerr := <-ctlErr; err == nil && cerr != nil {
 		err = fmt.Errorf("control API: %w", cerr)
+	}
+	if eerr := <-epErr; err == nil && eerr != nil {
+		err = eerr
 	}
 	return err
 }
@@ -171,6 +235,12 @@ func serverConfig(cfg *config.Config, log *zap.Logger) server.Config {
 	return sc
 }
 
+// PartnerDown implements control.PartnerDowner.
+func (d *daemon) PartnerDown() error { return d.ep.PartnerDown() }
+
+// HasFailover implements control.PartnerDowner.
+func (d *daemon) HasFailover() bool { return d.ep != nil }
+
 // State implements control.Backend.
 func (d *daemon) State() *fsm.State { return d.store.State() }
 
@@ -192,6 +262,10 @@ func (d *daemon) Status() control.Status {
 				st.Bindings[t.String()+"/"+s.String()] = n
 			}
 		}
+	}
+	if d.ep != nil {
+		fs := d.ep.Status()
+		st.Failover = fs
 	}
 	st.Counters["assigned-nas"] = uint64(stats.Counts[fsm.IANA][fsm.StatusActive])
 	st.Counters["assigned-pds"] = uint64(stats.Counts[fsm.IAPD][fsm.StatusActive])
@@ -274,6 +348,40 @@ func leaseCommand(e *env) *cli.Command {
 					fmt.Fprintf(e.stdout, "%-4s %-44s %-12s %-10d %-24s %s\n", l.Type, res, l.State, l.IAID, l.ValidUntil, l.DUID)
 				}
 				fmt.Fprintf(e.stdout, "%d leases\n", len(ls))
+				return nil
+			},
+		}},
+	}
+}
+
+// failoverCommand is `tandem failover ...`.
+func failoverCommand(e *env) *cli.Command {
+	return &cli.Command{
+		Name:  "failover",
+		Usage: "failover operator commands",
+		Subcommands: []*cli.Command{{
+			Name:  "partner-down",
+			Usage: "declare the partner down (RFC 8156 §8.4): this server then serves all clients alone",
+			Description: "Only safe when the partner is really stopped: if both servers run in PARTNER-DOWN they may\n" +
+				"hand the same resources to different clients. Refused in states where the RFC does not allow it.",
+			Flags: []cli.Flag{socketFlag(), jsonFlag(nil), &cli.BoolFlag{Name: "yes", Usage: "do not ask for confirmation"}},
+			Action: func(c *cli.Context) error {
+				if !c.Bool("yes") {
+					fmt.Fprint(e.stdout, "Declare the partner DOWN? Only do this if it is really stopped. Type 'yes': ")
+					var answer string
+					fmt.Fscanln(os.Stdin, &answer)
+					if answer != "yes" {
+						return cli.Exit("not confirmed: nothing changed", exitFailure)
+					}
+				}
+				st, err := control.NewClient(c.String("socket")).PartnerDown(c.Context)
+				if err != nil {
+					return cli.Exit(err.Error(), exitFailure)
+				}
+				if c.Bool("json") {
+					return writeJSON(e.stdout, st)
+				}
+				fmt.Fprintf(e.stdout, "partner-down recorded; failover state: %v\n", st.Failover)
 				return nil
 			},
 		}},

@@ -40,27 +40,6 @@ func TestConfigCheck(t *testing.T) {
 	}
 }
 
-// TestServeRefusesFailoverTable: a [failover] table is validated, but until
-// the endpoint state machine exists serve refuses it rather than run a
-// half pair.
-func TestServeRefusesFailoverTable(t *testing.T) {
-	p := writeConfig(t, `
-[failover]
-relationship = "pair-a"
-role = "primary"
-local = "[2001:db8:1::1]:647"
-peer = "[2001:db8:1::2]:647"
-mclt = "1h"
-`)
-	r := tandem(t, "serve", "--config", p)
-	if r.code != exitFailure || !strings.Contains(r.stderr, "remove the [failover] table") {
-		t.Fatalf("serve with [failover]: code %d stderr %q", r.code, r.stderr)
-	}
-	if _, err := os.Stat(filepath.Join(filepath.Dir(p), "data")); err == nil {
-		t.Fatal("serve created the data dir before refusing")
-	}
-}
-
 func TestServeBadConfig(t *testing.T) {
 	r := tandem(t, "serve", "--config", filepath.Join(t.TempDir(), "missing.toml"))
 	if r.code != exitFailure || !strings.Contains(r.stderr, "missing.toml") {

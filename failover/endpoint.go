@@ -1,0 +1,664 @@
+package failover
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv6"
+	"go.uber.org/zap"
+
+	"github.com/tandem-dhcp/tandem/failover/link"
+	"github.com/tandem-dhcp/tandem/failover/machine"
+	"github.com/tandem-dhcp/tandem/failover/update"
+	"github.com/tandem-dhcp/tandem/failover/wire"
+	"github.com/tandem-dhcp/tandem/fsm"
+	"github.com/tandem-dhcp/tandem/internal/clock"
+)
+
+// Store is what the endpoint needs from the durable database
+// (raftstore.Store implements it).
+type Store interface {
+	Apply(cmd *fsm.Command) (uint64, error)
+	State() *fsm.State
+}
+
+// Config configures an Endpoint.
+type Config struct {
+	// Link is the partner connection's configuration (role, addresses,
+	// MCLT, timers, TLS). Its Clock and Logger default to the endpoint's.
+	Link link.Config
+	// Machine is the state machine's (Role and MCLT are taken from Link).
+	Machine machine.Config
+	Store   Store
+	// T1Fraction is the T1 the server gives as a fraction of the valid
+	// lifetime (for the partner lifetime sent, RFC 8156 §4.4.1); default 0.5.
+	T1Fraction float64
+	// ExpiredHold keeps a freed lease for its last client (as the server's
+	// expired-hold-time).
+	ExpiredHold time.Duration
+	// Covered reports whether a resource is in one of this endpoint's pools
+	// (updates for others are refused with ConfigurationConflict).
+	Covered func(fsm.Resource) bool
+	// ScanInterval is how often owed updates are looked for besides the
+	// wake-ups (default 5s).
+	ScanInterval time.Duration
+	Clock        clock.Clock
+	Logger       *zap.Logger
+}
+
+// Endpoint is one RFC 8156 failover endpoint: it drives the state machine
+// from the partner link and its timers, persists every transition before
+// its STATE goes out, sends binding updates for the bindings that owe one,
+// answers the partner's BNDUPD/UPDREQ/UPDREQALL, and implements
+// server.Policy so the DHCP server behaves as the current state requires.
+//
+// Goroutines: Run owns the state machine; every link callback and timer is
+// turned into a closure executed by Run's loop goroutine, one at a time.
+// The sender goroutine sends owed updates; BNDUPDs from the partner are
+// handled by short-lived goroutines (each commits, then replies). Policy
+// methods may be called from any goroutine: they read an atomically
+// published snapshot of the service the state allows.
+type Endpoint struct {
+	cfg   Config
+	log   *zap.Logger
+	clock clock.Clock
+	link  *link.Link
+	m     *machine.Machine // loop goroutine only
+	state *fsm.State
+	role  update.Role
+
+	queueMu sync.Mutex
+	queue   []func()
+	kick    chan struct{}
+	wake    chan struct{} // sender
+
+	svc   atomic.Pointer[machine.Service]
+	local atomic.Pointer[wire.StateInfo]
+	comm  atomic.Bool
+	// status is a snapshot for `tandem status` (loop goroutine writes).
+	status atomic.Pointer[Status]
+
+	timers map[machine.TimerKind]clock.Timer // loop goroutine only
+
+	mu       sync.Mutex
+	inflight map[uint32]*update.Update    // BNDUPD xid -> what it described
+	busy     map[fsm.Resource]struct{}    // resources with an update in flight
+	updReq   map[uint32]uint64            // our UPDREQ/UPDREQALL xid -> machine request id
+	unsent   map[fsm.Resource]struct{}    // EXPIRED/RELEASED not yet sent (same-client reuse)
+	waiters  map[uint32]chan struct{}     // xid -> closed when its BNDREPLY arrived
+	skew     atomic.Int64
+}
+
+// Status is the endpoint's state for operators.
+type Status struct {
+	Role             string `json:"role"`
+	State            string `json:"state"`
+	PartnerState     string `json:"partner_state"`
+	StateSince       string `json:"state_since"`
+	CommunicationsOK bool   `json:"communications_ok"`
+	UnackedUpdates   int    `json:"unacked_updates"`
+	OwedUpdates      int    `json:"owed_updates"`
+	MCLT             string `json:"mclt"`
+	ClockSkewSeconds int64  `json:"clock_skew_seconds"`
+	LastContact      string `json:"last_contact,omitempty"`
+}
+
+func toUpdateRole(r link.Role) update.Role {
+	if r == link.Primary {
+		return update.Primary
+	}
+	return update.Secondary
+}
+
+func toMachineRole(r link.Role) machine.Role {
+	if r == link.Primary {
+		return machine.Primary
+	}
+	return machine.Secondary
+}
+
+// New builds an endpoint from the record stored in cfg.Store (or none: first
+// start). Nothing happens until Run.
+func New(cfg Config) (*Endpoint, error) {
+	if cfg.Clock == nil {
+		cfg.Clock = clock.Real{}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
+	}
+	if cfg.T1Fraction == 0 {
+		cfg.T1Fraction = 0.5
+	}
+	if cfg.ScanInterval == 0 {
+		cfg.ScanInterval = 5 * time.Second
+	}
+	if cfg.Link.Clock == nil {
+		cfg.Link.Clock = cfg.Clock
+	}
+	if cfg.Link.Logger == nil {
+		cfg.Link.Logger = cfg.Logger
+	}
+	cfg.Machine.Role = toMachineRole(cfg.Link.Role)
+	cfg.Machine.MCLT = cfg.Link.MCLT
+	e := &Endpoint{cfg: cfg, log: cfg.Logger.Named("failover"), clock: cfg.Clock, state: cfg.Store.State(),
+		role: toUpdateRole(cfg.Link.Role), kick: make(chan struct{}, 1), wake: make(chan struct{}, 1),
+		timers: map[machine.TimerKind]clock.Timer{}, inflight: map[uint32]*update.Update{},
+		busy: map[fsm.Resource]struct{}{}, updReq: map[uint32]uint64{}, unsent: map[fsm.Resource]struct{}{},
+		waiters: map[uint32]chan struct{}{}}
+	var rec *fsm.EndpointState
+	if r := e.state.Endpoint(); r.State != 0 {
+		rec = &r
+	}
+	m, acts, err := machine.New(cfg.Machine, rec, e.clock.Now())
+	if err != nil {
+		return nil, err
+	}
+	e.m = m
+	l, err := link.New(cfg.Link, e)
+	if err != nil {
+		return nil, err
+	}
+	e.link = l
+	e.publish()
+	// The initial actions (enter STARTUP, persist, arm the startup timer)
+	// run first thing in Run's loop.
+	e.enqueue(func() { e.do(acts) })
+	return e, nil
+}
+
+// Run runs the link, the loop and the sender until ctx is done.
+func (e *Endpoint) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	linkErr := make(chan error, 1)
+	wg.Add(2)
+	go func() { defer wg.Done(); linkErr <- e.link.Run(ctx) }()
+	go func() { defer wg.Done(); e.sender(ctx) }()
+	for {
+		select {
+		case <-ctx.Done():
+			wg.Wait()
+			for _, t := range e.timers {
+				t.Stop()
+			}
+			return nil
+		case err := <-linkErr:
+			if err != nil {
+				cancel()
+				wg.Wait()
+				return fmt.Errorf("failover link: %w", err)
+			}
+		case <-e.kick:
+			for {
+				e.queueMu.Lock()
+				q := e.queue
+				e.queue = nil
+				e.queueMu.Unlock()
+				if len(q) == 0 {
+					break
+				}
+				for _, f := range q {
+					f()
+				}
+			}
+		}
+	}
+}
+
+// enqueue schedules f on the loop goroutine (never blocks).
+func (e *Endpoint) enqueue(f func()) {
+	e.queueMu.Lock()
+	e.queue = append(e.queue, f)
+	e.queueMu.Unlock()
+	select {
+	case e.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (e *Endpoint) wakeSender() {
+	select {
+	case e.wake <- struct{}{}:
+	default:
+	}
+}
+
+// publish refreshes the snapshots other goroutines read. Loop goroutine.
+func (e *Endpoint) publish() {
+	svc := e.m.Service()
+	e.svc.Store(&svc)
+	ls := e.m.LocalState()
+	e.local.Store(&ls)
+	e.comm.Store(e.m.CommOK())
+	ps, ok := e.m.PartnerState()
+	st := &Status{Role: e.cfg.Link.Role.String(), State: e.m.State().String(), StateSince: e.m.StateSince().UTC().Format(time.RFC3339),
+		CommunicationsOK: e.m.CommOK(), MCLT: e.cfg.Link.MCLT.String(), ClockSkewSeconds: e.skew.Load()}
+	if ok {
+		st.PartnerState = ps.String()
+	}
+	if r := e.m.Record(); r.LastContact != 0 {
+		st.LastContact = time.Unix(r.LastContact, 0).UTC().Format(time.RFC3339)
+	}
+	e.status.Store(st)
+}
+
+// do executes a batch of machine actions in order. Loop goroutine.
+func (e *Endpoint) do(acts []machine.Action) {
+	defer e.publish()
+	for _, a := range acts {
+		switch a.Kind {
+		case machine.EnterState:
+			e.log.Info("failover state", zap.Stringer("from", a.From), zap.Stringer("to", a.To), zap.String("reason", a.Reason))
+		case machine.Persist:
+			rec := a.Record
+			if _, err := e.cfg.Store.Apply(&fsm.Command{Type: fsm.CmdSetEndpoint, Time: e.clock.Now().UnixNano(),
+				Origin: fsm.OriginFailover, Note: "endpoint " + wire.ServerState(rec.State).String(), Endpoint: &rec}); err != nil {
+				// S2: no STATE may announce what is not stored. Drop the
+				// connection; the partner sees us gone, we retry on reconnect.
+				e.log.Error("persist failover state failed: dropping the partner connection", zap.Error(err))
+				_ = e.link.Send(wire.NewDisconnect(e.link.NewXID(), 0, wire.Status{Code: wire.StatusUnspecFail, Message: "state not stored"}))
+				return
+			}
+		case machine.SendState:
+			if err := e.link.SendState(a.State); err != nil && !errors.Is(err, link.ErrNotConnected) {
+				e.log.Warn("send STATE", zap.Error(err))
+			}
+		case machine.SendUpdReq, machine.SendUpdReqAll:
+			xid := e.link.NewXID()
+			msg := wire.NewUpdReq(xid, 0)
+			if a.Kind == machine.SendUpdReqAll {
+				msg = wire.NewUpdReqAll(xid, 0)
+			}
+			e.mu.Lock()
+			e.updReq[xid] = a.Req
+			e.mu.Unlock()
+			if err := e.link.Send(msg); err != nil {
+				e.log.Warn("send update request", zap.Stringer("type", msg.Type), zap.Error(err))
+			}
+		case machine.FlushUpdates:
+			e.wakeSender()
+		case machine.SendPoolReq:
+			_ = e.link.Send(wire.NewPoolReq(e.link.NewXID(), 0))
+		case machine.SetTimer:
+			if t := e.timers[a.Timer]; t != nil {
+				t.Stop()
+			}
+			kind := a.Timer
+			d := a.At.Sub(e.clock.Now())
+			e.timers[kind] = e.clock.AfterFunc(d, func() {
+				e.enqueue(func() { e.do(e.m.Timer(e.clock.Now(), kind)) })
+			})
+		case machine.CancelTimer:
+			if t := e.timers[a.Timer]; t != nil {
+				t.Stop()
+				delete(e.timers, a.Timer)
+			}
+		case machine.Alarm:
+			e.log.Error("ALARM: "+a.Reason, zap.Stringer("state", e.m.State()))
+		case machine.DropConnection:
+			_ = e.link.Send(wire.NewDisconnect(e.link.NewXID(), 0, wire.Status{Code: wire.StatusUnspecFail, Message: a.Reason}))
+		}
+	}
+}
+
+// LocalState implements link.Handler.
+func (e *Endpoint) LocalState() wire.StateInfo { return *e.local.Load() }
+
+// Up implements link.Handler.
+func (e *Endpoint) Up(p link.Partner) {
+	e.skew.Store(int64(p.Skew / time.Second))
+	e.enqueue(func() {
+		e.m.Contact(p.ReceivedAt)
+		e.do(e.m.CommUp(p.ReceivedAt, p.State))
+		e.wakeSender()
+	})
+}
+
+// Down implements link.Handler.
+func (e *Endpoint) Down(err error) {
+	e.enqueue(func() {
+		e.mu.Lock()
+		e.inflight = map[uint32]*update.Update{}
+		e.busy = map[fsm.Resource]struct{}{}
+		e.updReq = map[uint32]uint64{}
+		for _, w := range e.waiters {
+			close(w)
+		}
+		e.waiters = map[uint32]chan struct{}{}
+		e.mu.Unlock()
+		e.do(e.m.CommDown(e.clock.Now(), err))
+	})
+}
+
+// Receive implements link.Handler.
+func (e *Endpoint) Receive(msg *wire.Message, at time.Time) {
+	switch msg.Type {
+	case wire.MsgBndUpd:
+		go e.handleBndUpd(msg) // commits, then replies; never blocks the link
+		e.enqueue(func() { e.m.Contact(at) })
+	case wire.MsgBndReply:
+		go e.handleBndReply(msg)
+		e.enqueue(func() { e.m.Contact(at) })
+	case wire.MsgState:
+		e.enqueue(func() {
+			e.m.Contact(at)
+			if si, err := msg.StateInfo(); err == nil {
+				e.do(e.m.ReceiveState(at, si))
+			}
+		})
+	case wire.MsgUpdDone:
+		e.enqueue(func() {
+			e.m.Contact(at)
+			e.mu.Lock()
+			req, ok := e.updReq[msg.XID]
+			delete(e.updReq, msg.XID)
+			e.mu.Unlock()
+			if ok {
+				e.do(e.m.UpdDone(at, req))
+			}
+		})
+	case wire.MsgUpdReq, wire.MsgUpdReqAll:
+		e.enqueue(func() { e.m.Contact(at) })
+		go e.answerUpdReq(msg.XID, msg.Type == wire.MsgUpdReqAll)
+	case wire.MsgPoolReq:
+		e.enqueue(func() { e.m.Contact(at) })
+		_ = e.link.Send(wire.NewPoolResp(msg.XID, 0))
+	default:
+		e.enqueue(func() { e.m.Contact(at) })
+	}
+}
+
+// lookup reads the live binding table.
+func (e *Endpoint) lookup(r fsm.Resource) (fsm.Binding, bool) { return e.state.Get(r) }
+
+// handleBndUpd processes one BNDUPD: decide, commit, and only then reply (B8).
+func (e *Endpoint) handleBndUpd(msg *wire.Message) {
+	p := update.Params{Role: e.role, Covered: e.cfg.Covered}
+	for attempt := 0; attempt < 5; attempt++ {
+		now := e.clock.Now()
+		var res update.Result
+		if cd := msg.ClientData(); cd != nil {
+			res = update.ApplyBndUpd(e.lookup, cd, p, now)
+		} else if lp := msg.LonePrefix(); lp != nil {
+			res = update.ApplyBndUpdPrefix(e.lookup, lp, p, now)
+		} else {
+			return
+		}
+		if len(res.Ops) > 0 {
+			_, err := e.cfg.Store.Apply(&fsm.Command{Type: fsm.CmdTxn, Time: now.UnixNano(), Origin: fsm.OriginPartner,
+				Note: fmt.Sprintf("BNDUPD xid=%#x", msg.XID), Ops: res.Ops})
+			if errors.Is(err, fsm.ErrConflict) {
+				continue
+			}
+			if err != nil {
+				e.log.Warn("BNDUPD not stored: no BNDREPLY (the partner will resend)", zap.Error(err))
+				return
+			}
+		}
+		var reply *wire.Message
+		if res.Reply != nil {
+			reply = wire.NewBndReply(msg.XID, 0, res.Reply)
+		} else {
+			reply = wire.NewBndReplyPrefix(msg.XID, 0, res.ReplyPrefix)
+		}
+		if err := e.link.Send(reply); err != nil {
+			e.log.Debug("send BNDREPLY", zap.Error(err))
+		}
+		if len(res.SendNow) > 0 {
+			e.wakeSender()
+		}
+		return
+	}
+}
+
+// handleBndReply applies the partner's answer to one of our BNDUPDs.
+func (e *Endpoint) handleBndReply(msg *wire.Message) {
+	e.mu.Lock()
+	u := e.inflight[msg.XID]
+	delete(e.inflight, msg.XID)
+	if u != nil {
+		for _, b := range u.Bindings {
+			delete(e.busy, b.Resource)
+		}
+	}
+	w := e.waiters[msg.XID]
+	delete(e.waiters, msg.XID)
+	e.mu.Unlock()
+	if w != nil {
+		defer close(w)
+	}
+	if u == nil {
+		return
+	}
+	for attempt := 0; attempt < 5; attempt++ {
+		now := e.clock.Now()
+		var res update.ReplyResult
+		if cd := msg.ClientData(); cd != nil {
+			res = update.ApplyBndReply(e.lookup, u.Bindings, cd, e.cfg.ExpiredHold, now)
+		} else if lp := msg.LonePrefix(); lp != nil && len(u.Bindings) == 1 {
+			res = update.ApplyBndReplyPrefix(e.lookup, u.Bindings[0], lp, e.cfg.ExpiredHold, now)
+		}
+		if len(res.Ops) == 0 {
+			return
+		}
+		_, err := e.cfg.Store.Apply(&fsm.Command{Type: fsm.CmdTxn, Time: now.UnixNano(), Origin: fsm.OriginFailover,
+			Note: fmt.Sprintf("BNDREPLY xid=%#x", msg.XID), Ops: res.Ops})
+		if errors.Is(err, fsm.ErrConflict) {
+			continue
+		}
+		if err != nil {
+			e.log.Warn("BNDREPLY not stored: the update stays owed", zap.Error(err))
+		}
+		return
+	}
+}
+
+// sendUpdate sends one BNDUPD (waiting for the partner's window) and
+// returns a channel closed when its BNDREPLY arrived or the link dropped.
+func (e *Endpoint) sendUpdate(ctx context.Context, u *update.Update) (<-chan struct{}, error) {
+	xid := e.link.NewXID()
+	done := make(chan struct{})
+	e.mu.Lock()
+	e.inflight[xid] = u
+	e.waiters[xid] = done
+	for _, b := range u.Bindings {
+		e.busy[b.Resource] = struct{}{}
+		delete(e.unsent, b.Resource)
+	}
+	e.mu.Unlock()
+	if err := e.link.SendBndUpd(ctx, u.Message(xid, 0)); err != nil {
+		e.mu.Lock()
+		delete(e.inflight, xid)
+		delete(e.waiters, xid)
+		for _, b := range u.Bindings {
+			delete(e.busy, b.Resource)
+		}
+		e.mu.Unlock()
+		return nil, err
+	}
+	return done, nil
+}
+
+// sending reports whether owed updates go out in the current state.
+func (e *Endpoint) sending() bool {
+	if !e.comm.Load() {
+		return false
+	}
+	switch wire.ServerState(e.local.Load().State) {
+	case wire.StateNormal, wire.StateConflictDone, wire.StateRecoverDone:
+		return true
+	}
+	return false
+}
+
+// sender sends the updates owed to the partner: on wake-ups (a commit that
+// owes one, entering NORMAL) and every ScanInterval. Sender goroutine.
+func (e *Endpoint) sender(ctx context.Context) {
+	tick := e.clock.NewTimer(e.cfg.ScanInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-e.wake:
+		case <-tick.C():
+			tick.Reset(e.cfg.ScanInterval)
+		}
+		if !e.sending() {
+			continue
+		}
+		var from fsm.Resource
+		started := false
+		for ctx.Err() == nil && e.sending() {
+			owed := e.state.Owed(from, 512)
+			if started && len(owed) > 0 && owed[0].Resource == from {
+				owed = owed[1:] // Owed starts at from, which was sent last round
+			}
+			if len(owed) == 0 {
+				break
+			}
+			from, started = owed[len(owed)-1].Resource, true
+			e.mu.Lock()
+			todo := owed[:0:0]
+			for _, b := range owed {
+				if _, inFlight := e.busy[b.Resource]; !inFlight {
+					todo = append(todo, b)
+				}
+			}
+			e.mu.Unlock()
+			ups, skipped := update.Updates(update.SelectOwed(todo), e.clock.Now())
+			for _, b := range skipped {
+				e.log.Warn("binding cannot be described in a BNDUPD; not sent", zap.Stringer("resource", b.Resource))
+			}
+			for i := range ups {
+				if _, err := e.sendUpdate(ctx, &ups[i]); err != nil {
+					break
+				}
+			}
+			if len(owed) < 511 {
+				break
+			}
+		}
+	}
+}
+
+// answerUpdReq answers UPDREQ (owed updates) or UPDREQALL (everything):
+// BNDUPDs under flow control, then UPDDONE once every one was acknowledged.
+func (e *Endpoint) answerUpdReq(xid uint32, all bool) {
+	v := e.state.View()
+	var bs []fsm.Binding
+	v.Ascend(fsm.Resource{}, func(b *fsm.Binding) bool {
+		bs = append(bs, *b)
+		return true
+	})
+	if all {
+		bs = update.SelectAll(bs)
+	} else {
+		bs = update.SelectOwed(bs)
+	}
+	ups, _ := update.Updates(bs, e.clock.Now())
+	ctx := context.Background()
+	var dones []<-chan struct{}
+	for i := range ups {
+		d, err := e.sendUpdate(ctx, &ups[i])
+		if err != nil {
+			return // connection gone: the partner asks again on reconnect
+		}
+		dones = append(dones, d)
+	}
+	for _, d := range dones {
+		<-d
+	}
+	if e.comm.Load() {
+		_ = e.link.Send(wire.NewUpdDone(xid, 0))
+	}
+}
+
+// Status returns the endpoint's state for `tandem status`.
+func (e *Endpoint) Status() Status {
+	st := *e.status.Load()
+	e.mu.Lock()
+	st.UnackedUpdates = len(e.inflight)
+	e.mu.Unlock()
+	st.OwedUpdates = e.state.Stats().Owed
+	return st
+}
+
+// PartnerDown is the operator's "partner is down" command. It persists the
+// decision before it returns.
+func (e *Endpoint) PartnerDown() error {
+	errc := make(chan error, 1)
+	e.enqueue(func() {
+		acts, err := e.m.OperatorPartnerDown(e.clock.Now())
+		if err == nil {
+			e.do(acts)
+		}
+		errc <- err
+	})
+	return <-errc
+}
+
+// --- server.Policy ---
+
+// Serve: responsive answers all; renew-responsive only messages that carry
+// our Server ID (RFC 8156 §3); unresponsive none.
+func (e *Endpoint) Serve(t dhcpv6.MessageType, forUs bool) bool {
+	switch e.svc.Load().Mode {
+	case machine.Responsive:
+		return true
+	case machine.RenewResponsive:
+		return forUs && (t == dhcpv6.MessageTypeRenew || t == dhcpv6.MessageTypeRelease || t == dhcpv6.MessageTypeDecline)
+	}
+	return false
+}
+
+// MayAllocate: only in states that allocate.
+func (e *Endpoint) MayAllocate() bool { return e.svc.Load().Allocate != machine.PoolNone }
+
+// AddressParity: bit 127, primary 1, secondary 0 (RFC 8156 §4.2.1).
+func (e *Endpoint) AddressParity() int { return update.AddressParity(e.role) }
+
+// Available applies the RFC 8156 reuse rules.
+func (e *Endpoint) Available(b *fsm.Binding, duid string) bool {
+	svc := e.svc.Load()
+	c := update.Conditions{Role: e.role, MCLT: e.cfg.Link.MCLT, PartnerDown: !svc.PartnerDown.IsZero(),
+		Sent: func(b *fsm.Binding) bool {
+			e.mu.Lock()
+			defer e.mu.Unlock()
+			_, unsent := e.unsent[b.Resource]
+			return !unsent
+		}}
+	if c.PartnerDown {
+		c.PartnerDownTime = svc.PartnerDown.Unix()
+	}
+	return update.Available(c, b, duid, e.clock.Now())
+}
+
+// Grant caps the lifetime by the MCLT (except in PARTNER-DOWN) and owes the partner an update.
+func (e *Endpoint) Grant(now time.Time, b *fsm.Binding, desired time.Duration) time.Duration {
+	svc := e.svc.Load()
+	v := update.Grant(now, b, desired, update.GrantParams{MCLT: e.cfg.Link.MCLT, T1Fraction: e.cfg.T1Fraction,
+		PartnerDown: !svc.CapMCLT && !svc.PartnerDown.IsZero()})
+	e.wakeSender()
+	return v
+}
+
+// Free marks a released or expired lease RELEASED/EXPIRED with an update owed.
+func (e *Endpoint) Free(now time.Time, b *fsm.Binding, released bool) {
+	update.Free(now, b, released)
+	e.mu.Lock()
+	e.unsent[b.Resource] = struct{}{}
+	e.mu.Unlock()
+	e.wakeSender()
+}
+
+// Changed owes the partner an update for another status change.
+func (e *Endpoint) Changed(now time.Time, b *fsm.Binding) {
+	update.Changed(now, b)
+	e.wakeSender()
+}

@@ -1,0 +1,180 @@
+package update
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/tandem-dhcp/tandem/failover/wire"
+	"github.com/tandem-dhcp/tandem/fsm"
+)
+
+// Rule is a conflict-resolution rule of RFC 8156 Figure 4 (§7.5.4).
+type Rule uint8
+
+// Rules.
+const (
+	// RuleNoLocal: the receiver has no binding for the lease; accept.
+	RuleNoLocal Rule = iota
+	// RuleAccept ("accept"): accept if the received time is later than the
+	// local time, else OutdatedBindingInformation.
+	RuleAccept
+	// RuleTime1 ("time(1)"): accept if now is later than the local
+	// state-expiration-time, else OutdatedBindingInformation.
+	RuleTime1
+	// RuleTime2 ("time(2)"): accept if the received OPTION_CLT_TIME is later
+	// than the local start-time-of-state, else OutdatedBindingInformation.
+	RuleTime2
+	// RuleAccept3 ("accept(3)"): same client: accept; different clients:
+	// accept if time(2) holds or the receiver is the secondary, else
+	// AddressInUse.
+	RuleAccept3
+)
+
+// String returns the Figure 4 name.
+func (r Rule) String() string {
+	switch r {
+	case RuleNoLocal:
+		return "no-local"
+	case RuleAccept:
+		return "accept"
+	case RuleTime1:
+		return "time(1)"
+	case RuleTime2:
+		return "time(2)"
+	case RuleAccept3:
+		return "accept(3)"
+	}
+	return fmt.Sprintf("Rule(%d)", uint8(r))
+}
+
+// tableStatus maps a status to its Figure 4 row or column: PENDING-FREE is
+// not in the table and is treated as its destination, FREE or FREE-BACKUP,
+// which share a row and a column.
+func tableStatus(s fsm.Status) fsm.Status {
+	switch s {
+	case fsm.StatusPendingFree, fsm.StatusFreeBackup:
+		return fsm.StatusFree
+	}
+	return s
+}
+
+// Cell returns the Figure 4 rule for a lease whose status is local in the
+// receiver's database and received in the BNDUPD.
+//
+//	local \ received  ACTIVE     EXPIRED  RELEASED  FREE/FREE-BACKUP  RESET/ABANDONED
+//	ACTIVE            accept(3)  time(1)  accept    time(1)           accept
+//	RESET             time(2)    accept   accept    accept            accept
+//	any other         accept     accept   accept    accept            accept
+func Cell(local, received fsm.Status) Rule {
+	l, r := tableStatus(local), tableStatus(received)
+	switch {
+	case l == fsm.StatusActive && r == fsm.StatusActive:
+		return RuleAccept3
+	case l == fsm.StatusActive && (r == fsm.StatusExpired || r == fsm.StatusFree):
+		return RuleTime1
+	case l == fsm.StatusReset && r == fsm.StatusActive:
+		return RuleTime2
+	}
+	return RuleAccept
+}
+
+// ReceivedTime returns the time of a received lease that RFC 8156 §7.5.4
+// compares: for ACTIVE, EXPIRED and RELEASED the OPTION_CLT_TIME if present,
+// else the start-time-of-state; for the other statuses the later of the two.
+func ReceivedTime(rec *Record) int64 {
+	switch rec.Status {
+	case fsm.StatusActive, fsm.StatusExpired, fsm.StatusReleased:
+		if rec.CLTT != 0 {
+			return rec.CLTT
+		}
+		return rec.StartTimeOfState
+	}
+	return max64(rec.CLTT, rec.StartTimeOfState)
+}
+
+// LocalTime returns the time of a local binding that RFC 8156 §7.5.4
+// compares: the client-last-transaction-time if there is one, else the
+// start-time-of-state.
+func LocalTime(b *fsm.Binding) int64 {
+	if b.CLTT != 0 {
+		return b.CLTT
+	}
+	return b.StartTimeOfState
+}
+
+// Verdict is the decision on one received lease.
+type Verdict struct {
+	Accept bool
+	// Rule is the Figure 4 rule applied.
+	Rule Rule
+	// Code is the rejection status (OutdatedBindingInformation or
+	// AddressInUse); StatusSuccess when accepted.
+	Code wire.StatusCode
+	// Reason explains the decision (for the BNDREPLY status message and logs).
+	Reason string
+}
+
+func accept(r Rule, format string, args ...any) Verdict {
+	return Verdict{Accept: true, Rule: r, Reason: fmt.Sprintf(format, args...)}
+}
+
+func refuse(r Rule, code wire.StatusCode, format string, args ...any) Verdict {
+	return Verdict{Rule: r, Code: code, Reason: fmt.Sprintf(format, args...)}
+}
+
+// SameClient reports whether the received lease names the client of the
+// local binding: the same DUID and the same IAID (RFC 8156 §5.6: an address
+// bound to different IAIDs on the two servers is AddressInUse too). A lone
+// prefix names no client and never matches.
+func SameClient(local *fsm.Binding, rec *Record) bool {
+	return !rec.Lone && local.DUID == rec.DUID && local.IAID == rec.IAID
+}
+
+// Decide applies RFC 8156 Figure 4 to a received lease: local is the
+// receiver's binding for it (nil if none), role the receiver's role, now
+// the receiver's clock. Times within ±Skew seconds are the same time
+// (§7.5.1), so "later" means later by more than Skew seconds, in every rule:
+//
+//   - accept: ReceivedTime(rec) later than LocalTime(local);
+//   - time(1): now later than local.StateExpirationTime (a local lease
+//     without one never runs out: reject);
+//   - time(2): the received OPTION_CLT_TIME present and later than
+//     local.StartTimeOfState;
+//   - accept(3): SameClient, or time(2), or role is Secondary; else
+//     AddressInUse.
+//
+// It only decides; Accepted and AfterOutdated give the binding to store.
+func Decide(local *fsm.Binding, rec *Record, role Role, now time.Time) Verdict {
+	if local == nil {
+		return accept(RuleNoLocal, "no local binding")
+	}
+	rule := Cell(local.Status, rec.Status)
+	rt, lt := ReceivedTime(rec), LocalTime(local)
+	time2 := func() bool { return rec.CLTT != 0 && CompareTimes(rec.CLTT, local.StartTimeOfState) > 0 }
+	switch rule {
+	case RuleTime1:
+		if local.StateExpirationTime != 0 && CompareTimes(now.Unix(), local.StateExpirationTime) > 0 {
+			return accept(rule, "local %v lease ran out at %d", local.Status, local.StateExpirationTime)
+		}
+		return refuse(rule, wire.StatusOutdatedBindingInformation, "local %v lease runs until %d", local.Status, local.StateExpirationTime)
+	case RuleTime2:
+		if time2() {
+			return accept(rule, "client used the lease at %d, after the local %v at %d", rec.CLTT, local.Status, local.StartTimeOfState)
+		}
+		return refuse(rule, wire.StatusOutdatedBindingInformation, "no client transaction after the local %v at %d", local.Status, local.StartTimeOfState)
+	case RuleAccept3:
+		switch {
+		case SameClient(local, rec):
+			return accept(rule, "same client")
+		case time2():
+			return accept(rule, "other client used the lease at %d, after the local lease began at %d", rec.CLTT, local.StartTimeOfState)
+		case role == Secondary:
+			return accept(rule, "other client; the primary's binding wins")
+		}
+		return refuse(rule, wire.StatusAddressInUse, "leased here to another client since %d", local.StartTimeOfState)
+	}
+	if CompareTimes(rt, lt) > 0 {
+		return accept(rule, "received time %d later than local %d", rt, lt)
+	}
+	return refuse(rule, wire.StatusOutdatedBindingInformation, "received time %d not later than local %d (±%d s)", rt, lt, Skew)
+}

@@ -1,0 +1,215 @@
+package update
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/tandem-dhcp/tandem/failover/wire"
+	"github.com/tandem-dhcp/tandem/fsm"
+)
+
+// figure4 is RFC 8156 Figure 4, transcribed: rows are the receiver's
+// binding-status, columns the received one. Column "FREE" is FREE /
+// FREE-BACKUP, column "RESET" is RESET / ABANDONED; row "FREE" is FREE /
+// FREE-BACKUP.
+var figure4 = map[string][5]string{
+	//            ACTIVE       EXPIRED    RELEASED  FREE       RESET
+	"ACTIVE":    {"accept(3)", "time(1)", "accept", "time(1)", "accept"},
+	"EXPIRED":   {"accept", "accept", "accept", "accept", "accept"},
+	"RELEASED":  {"accept", "accept", "accept", "accept", "accept"},
+	"FREE":      {"accept", "accept", "accept", "accept", "accept"},
+	"RESET":     {"time(2)", "accept", "accept", "accept", "accept"},
+	"ABANDONED": {"accept", "accept", "accept", "accept", "accept"},
+}
+
+var allStatuses = []fsm.Status{fsm.StatusActive, fsm.StatusExpired, fsm.StatusReleased, fsm.StatusPendingFree,
+	fsm.StatusFree, fsm.StatusFreeBackup, fsm.StatusAbandoned, fsm.StatusReset}
+
+// figure4Cell looks a pair up in the transcription (PENDING-FREE as its
+// destination, FREE or FREE-BACKUP).
+func figure4Cell(local, received fsm.Status) string {
+	row := map[fsm.Status]string{fsm.StatusActive: "ACTIVE", fsm.StatusExpired: "EXPIRED", fsm.StatusReleased: "RELEASED",
+		fsm.StatusPendingFree: "FREE", fsm.StatusFree: "FREE", fsm.StatusFreeBackup: "FREE", fsm.StatusReset: "RESET",
+		fsm.StatusAbandoned: "ABANDONED"}[local]
+	col := map[fsm.Status]int{fsm.StatusActive: 0, fsm.StatusExpired: 1, fsm.StatusReleased: 2, fsm.StatusPendingFree: 3,
+		fsm.StatusFree: 3, fsm.StatusFreeBackup: 3, fsm.StatusReset: 4, fsm.StatusAbandoned: 4}[received]
+	return figure4[row][col]
+}
+
+func TestCellIsFigure4(t *testing.T) {
+	for _, l := range allStatuses {
+		for _, r := range allStatuses {
+			if got, want := Cell(l, r).String(), figure4Cell(l, r); got != want {
+				t.Errorf("Cell(%v, %v) = %s, want %s", l, r, got, want)
+			}
+		}
+	}
+}
+
+// TestDecideMatrix runs every local x received status pair, both roles,
+// same and different clients, with the compared times before, within ±5 s,
+// and after each other, the local lease running or run out (time(1)), and
+// the received CLT_TIME absent, before, within 5 s of, or after the local
+// start-time-of-state (time(2)). The expected outcome is derived from the
+// transcribed table and the offsets alone.
+func TestDecideMatrix(t *testing.T) {
+	now := t0
+	n := now.Unix()
+	const base = 100000 // the local lease's times are around n - base
+	deltas := []int64{-3600, -6, -5, -1, 0, 3, 5, 6, 3600}
+	type recvShape struct {
+		name    string
+		clt     func(localTime int64, d int64) int64 // received CLT (0: absent)
+		stos    func(localTime int64, d int64) int64
+		usesCLT bool
+		// onlyOther: the shape works only for statuses other than ACTIVE,
+		// EXPIRED and RELEASED (the later of CLT_TIME and start time).
+		onlyOther bool
+	}
+	// How the received time is made to be localTime + d, for each way
+	// §7.5.4 picks it.
+	shapes := []recvShape{
+		{"clt", func(lt, d int64) int64 { return lt + d }, func(lt, d int64) int64 { return lt + d - 50 }, true, false},
+		{"no-clt", func(lt, d int64) int64 { return 0 }, func(lt, d int64) int64 { return lt + d }, false, false},
+		{"start-later", func(lt, d int64) int64 { return lt + d - 50 }, func(lt, d int64) int64 { return lt + d }, false, true},
+	}
+	runs, accepted := 0, 0
+	for _, ls := range allStatuses {
+		for _, rs := range allStatuses {
+			cell := figure4Cell(ls, rs)
+			for _, role := range []Role{Primary, Secondary} {
+				for _, same := range []bool{true, false} {
+					for _, localCLTT := range []bool{true, false} {
+						for _, sh := range shapes {
+							if sh.onlyOther && (rs == fsm.StatusActive || rs == fsm.StatusExpired || rs == fsm.StatusReleased) {
+								continue
+							}
+							for _, d := range deltas {
+								for _, expOff := range []int64{-3600, -6, -5, 0, 5, 3600} { // local STE - now
+									local := fsm.Binding{Resource: na("2001:db8::1"), Status: ls, DUID: duidA, IAID: 7,
+										StartTimeOfState: n - base, StateExpirationTime: n + expOff}
+									if localCLTT {
+										local.CLTT = n - base + 40
+									}
+									lt := local.StartTimeOfState
+									if localCLTT {
+										lt = local.CLTT
+									}
+									rec := Record{Binding: fsm.Binding{Resource: local.Resource, Status: rs, DUID: duidA, IAID: 7,
+										StateExpirationTime: n + 3600}}
+									if !same {
+										if d%2 == 0 {
+											rec.DUID = duidB
+										} else {
+											rec.IAID = 8 // same DUID, other IAID: another client binding
+										}
+									}
+									rec.CLTT = sh.clt(lt, d)
+									rec.StartTimeOfState = sh.stos(lt, d)
+									// The received time the RFC compares.
+									var rt int64
+									switch rs {
+									case fsm.StatusActive, fsm.StatusExpired, fsm.StatusReleased:
+										rt = rec.StartTimeOfState
+										if sh.usesCLT {
+											rt = rec.CLTT
+										}
+									default:
+										rt = max(rec.CLTT, rec.StartTimeOfState)
+									}
+									// With these shapes the received time is localTime + d.
+									if rt != lt+d {
+										t.Fatalf("test bug: received time %d, want %d", rt, lt+d)
+									}
+									later := d > 5
+									time1 := expOff < -5
+									time2 := rec.CLTT != 0 && rec.CLTT-local.StartTimeOfState > 5
+									var wantAccept bool
+									wantCode := wire.StatusOutdatedBindingInformation
+									switch cell {
+									case "accept":
+										wantAccept = later
+									case "time(1)":
+										wantAccept = time1
+									case "time(2)":
+										wantAccept = time2
+									case "accept(3)":
+										wantAccept = same || time2 || role == Secondary
+										wantCode = wire.StatusAddressInUse
+									}
+									v := Decide(&local, &rec, role, now)
+									runs++
+									name := fmt.Sprintf("%v/%v %s role=%v same=%v cltt=%v %s d=%+d exp=%+d", ls, rs, cell, role, same,
+										localCLTT, sh.name, d, expOff)
+									if v.Accept != wantAccept {
+										t.Fatalf("%s: accept=%v (%s), want %v", name, v.Accept, v.Reason, wantAccept)
+									}
+									if v.Rule.String() != cell {
+										t.Fatalf("%s: rule %v", name, v.Rule)
+									}
+									if v.Accept {
+										accepted++
+										if v.Code != wire.StatusSuccess {
+											t.Fatalf("%s: accepted with code %v", name, v.Code)
+										}
+									} else if v.Code != wantCode {
+										t.Fatalf("%s: code %v, want %v", name, v.Code, wantCode)
+									}
+								}
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+	if accepted == 0 || accepted == runs {
+		t.Fatalf("%d of %d accepted: the matrix does not discriminate", accepted, runs)
+	}
+}
+
+// TestDecideExamples are hand-checked cases, independent of the matrix
+// construction.
+func TestDecideExamples(t *testing.T) {
+	n := t0.Unix()
+	act := func(duid string, iaid uint32, cltt, stos, ste int64) fsm.Binding {
+		return fsm.Binding{Resource: na("2001:db8::1"), Status: fsm.StatusActive, DUID: duid, IAID: iaid,
+			CLTT: cltt, StartTimeOfState: stos, StateExpirationTime: ste}
+	}
+	rec := func(s fsm.Status, duid string, iaid uint32, cltt, stos int64) *Record {
+		return &Record{Binding: fsm.Binding{Resource: na("2001:db8::1"), Status: s, DUID: duid, IAID: iaid,
+			CLTT: cltt, StartTimeOfState: stos, StateExpirationTime: n + 100}}
+	}
+	for _, c := range []struct {
+		name   string
+		local  *fsm.Binding
+		rec    *Record
+		role   Role
+		accept bool
+		code   wire.StatusCode
+	}{
+		{"no local binding", nil, rec(fsm.StatusActive, duidA, 1, n, n), Primary, true, 0},
+		{"release after our renewal", ptr(act(duidA, 1, n-600, n-3600, n+3000)), rec(fsm.StatusReleased, duidA, 1, n-10, n-10), Primary, true, 0},
+		{"release 4 s after our renewal is the same time", ptr(act(duidA, 1, n-14, n-3600, n+3000)), rec(fsm.StatusReleased, duidA, 1, n-10, n-10), Primary, false, wire.StatusOutdatedBindingInformation},
+		{"expired while ours runs", ptr(act(duidA, 1, n-600, n-3600, n+3000)), rec(fsm.StatusExpired, duidA, 1, 0, n), Primary, false, wire.StatusOutdatedBindingInformation},
+		{"expired after ours ran out", ptr(act(duidA, 1, n-7200, n-7200, n-60)), rec(fsm.StatusExpired, duidA, 1, 0, n-60), Primary, true, 0},
+		{"secondary takes back a prefix it delegated: rejected", ptr(act(duidA, 1, n, n, n+3600)), &Record{Binding: fsm.Binding{Resource: na("2001:db8::1"), Status: fsm.StatusFree, StartTimeOfState: n}, Lone: true}, Secondary, false, wire.StatusOutdatedBindingInformation},
+		{"other client on the primary", ptr(act(duidA, 1, n-60, n-3600, n+3000)), rec(fsm.StatusActive, duidB, 1, n-3700, n-3700), Primary, false, wire.StatusAddressInUse},
+		{"other client on the secondary", ptr(act(duidA, 1, n-60, n-3600, n+3000)), rec(fsm.StatusActive, duidB, 1, n-3700, n-3700), Secondary, true, 0},
+		{"other client used it after ours began", ptr(act(duidA, 1, n-60, n-3600, n+3000)), rec(fsm.StatusActive, duidB, 1, n-3000, n-3000), Primary, true, 0},
+		{"same client, older times", ptr(act(duidA, 1, n-60, n-3600, n+3000)), rec(fsm.StatusActive, duidA, 1, n-3600, n-3600), Primary, true, 0},
+		{"same DUID, other IAID", ptr(act(duidA, 1, n-60, n-3600, n+3000)), rec(fsm.StatusActive, duidA, 2, n-3700, n-3700), Primary, false, wire.StatusAddressInUse},
+		{"reset, client came back", ptr(fsm.Binding{Resource: na("2001:db8::1"), Status: fsm.StatusReset, StartTimeOfState: n - 600}), rec(fsm.StatusActive, duidA, 1, n-60, n-60), Primary, true, 0},
+		{"reset, no client since", ptr(fsm.Binding{Resource: na("2001:db8::1"), Status: fsm.StatusReset, StartTimeOfState: n - 600}), rec(fsm.StatusActive, duidA, 1, n-700, n-700), Primary, false, wire.StatusOutdatedBindingInformation},
+		{"reset, no CLT_TIME", ptr(fsm.Binding{Resource: na("2001:db8::1"), Status: fsm.StatusReset, StartTimeOfState: n - 600}), rec(fsm.StatusActive, duidA, 1, 0, n), Primary, false, wire.StatusOutdatedBindingInformation},
+		{"FREE received: later of CLT and start", ptr(fsm.Binding{Resource: na("2001:db8::1"), Status: fsm.StatusExpired, StartTimeOfState: n - 600}), rec(fsm.StatusFree, "", 0, n-900, n-300), Primary, true, 0},
+		{"RELEASED received: CLT only", ptr(fsm.Binding{Resource: na("2001:db8::1"), Status: fsm.StatusExpired, StartTimeOfState: n - 600}), rec(fsm.StatusReleased, duidA, 1, n-900, n-300), Primary, false, wire.StatusOutdatedBindingInformation},
+	} {
+		v := Decide(c.local, c.rec, c.role, t0)
+		if v.Accept != c.accept || (!v.Accept && v.Code != c.code) {
+			t.Errorf("%s: %+v; want accept=%v code %v", c.name, v, c.accept, c.code)
+		}
+	}
+}
+
+func ptr[T any](v T) *T { return &v }

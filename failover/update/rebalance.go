@@ -1,0 +1,119 @@
+package update
+
+import (
+	"fmt"
+	"math"
+	"slices"
+	"time"
+
+	"github.com/tandem-dhcp/tandem/fsm"
+)
+
+// Balance says which available delegable prefixes of one pool the primary
+// moves (RFC 8156 §4.2.2, §7.2 event 7).
+type Balance struct {
+	// Give are FREE prefixes to hand to the secondary: for each, commit
+	// GiveOp, then send the lone-IAPREFIX FREE-BACKUP BNDUPD
+	// (LonePrefixFor on the committed binding).
+	Give []fsm.Resource
+	// Take are FREE-BACKUP prefixes to take back: for each, send TakeBack's
+	// update; the FREE status is committed when the BNDREPLY accepts it.
+	Take []fsm.Resource
+}
+
+// Target returns how many of total available prefixes the secondary should
+// hold for a configured share (the fraction held by the secondary, clamped
+// to [0, 1]; the RFC fixes no value or name for it), rounded to nearest.
+func Target(total int, share float64) int {
+	switch {
+	case !(share > 0):
+		return 0
+	case share >= 1:
+		return total
+	}
+	return int(math.Round(share * float64(total)))
+}
+
+// Rebalance decides the proportional-allocation moves for one pool, on the
+// primary: free are the available prefixes the primary owns (FREE, or with
+// no binding), backup those the secondary owns (FREE-BACKUP), share the
+// fraction the secondary should hold, threshold the hysteresis in prefixes.
+//
+// Nothing moves while the secondary's count is within threshold of
+// Target(len(free)+len(backup), share) (RFC 8156 §4.2.2: "SHOULD employ some
+// threshold mechanism"), unless one side has none at all while it should
+// have some (the initial allocation after the first POOLREQ, or a primary
+// left with nothing). When something moves, the counts move all the way to
+// the target, so that the next move needs another drift of more than
+// threshold. Given prefixes are the highest-addressed FREE ones, taken back
+// prefixes the highest-addressed FREE-BACKUP ones; the result is
+// deterministic.
+func Rebalance(free, backup []fsm.Resource, share float64, threshold int) Balance {
+	target := Target(len(free)+len(backup), share)
+	diff := target - len(backup)
+	act := diff > threshold || -diff > threshold ||
+		(diff > 0 && len(backup) == 0) || (diff < 0 && len(free) == 0)
+	var bal Balance
+	if !act || diff == 0 {
+		return bal
+	}
+	pick := func(rs []fsm.Resource, n int) []fsm.Resource {
+		s := slices.Clone(rs)
+		slices.SortFunc(s, fsm.Resource.Compare)
+		out := s[len(s)-n:]
+		slices.Reverse(out)
+		return out
+	}
+	if diff > 0 {
+		bal.Give = pick(free, diff)
+	} else {
+		bal.Take = pick(backup, -diff)
+	}
+	return bal
+}
+
+// GiveOp returns the op that hands delegable prefix r to the secondary
+// (RFC 8156 §4.2.2): status FREE-BACKUP from now, an update owed. local is
+// r's binding (nil if none); it must be available in the primary's pool.
+// Commit it before sending the BNDUPD: from the moment the update is sent
+// the primary MUST NOT allocate the prefix (A4), and the owed flag makes it
+// go out again if the connection drops.
+func GiveOp(local *fsm.Binding, r fsm.Resource, now time.Time) (fsm.Op, error) {
+	if r.Type != fsm.IAPD {
+		return fsm.Op{}, fmt.Errorf("update: %v is not a delegable prefix", r)
+	}
+	nb, rev := Blank(r), uint64(0)
+	if local != nil {
+		if _, ok := freeLike(local); !ok || Owner(local) != Primary || local.Resource != r {
+			return fsm.Op{}, fmt.Errorf("update: %v is %v, not available to the primary", r, local.Status)
+		}
+		nb, rev = *local, local.Rev
+	}
+	nb.Rev = 0
+	nb.Status = fsm.StatusFreeBackup
+	nb.StartTimeOfState = now.Unix()
+	nb.StateExpirationTime = 0
+	nb.PartnerLifetime, nb.AckedPartnerLifetime, nb.ExpirationTime = 0, 0, 0
+	nb.Flags = fsm.FlagUpdateOwed
+	return fsm.Op{Resource: r, IfRev: rev, Binding: nb}, nil
+}
+
+// TakeBack returns the update that asks the secondary to give FREE-BACKUP
+// prefix local back (a lone IAPREFIX with status FREE, RFC 8156 §4.2.2).
+// Nothing is committed before the answer: until the secondary accepts, the
+// prefix is still its own, and it rejects if it has delegated it. Pass the
+// BNDREPLY and u.Bindings[0] to ApplyBndReplyPrefix, which stores FREE.
+func TakeBack(local fsm.Binding, now time.Time) (Update, error) {
+	if local.Resource.Type != fsm.IAPD || local.Status != fsm.StatusFreeBackup {
+		return Update{}, fmt.Errorf("update: %v is %v, not a FREE-BACKUP prefix", local.Resource, local.Status)
+	}
+	sent := local
+	sent.Status = fsm.StatusFree
+	sent.StartTimeOfState = now.Unix()
+	sent.StateExpirationTime = 0
+	lp, err := LonePrefixFor(&sent, now)
+	if err != nil {
+		return Update{}, err
+	}
+	return Update{Prefix: lp, Bindings: []fsm.Binding{sent}}, nil
+}
