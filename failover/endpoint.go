@@ -85,11 +85,11 @@ type Endpoint struct {
 	timers map[machine.TimerKind]clock.Timer // loop goroutine only
 
 	mu       sync.Mutex
-	inflight map[uint32]*update.Update    // BNDUPD xid -> what it described
-	busy     map[fsm.Resource]struct{}    // resources with an update in flight
-	updReq   map[uint32]uint64            // our UPDREQ/UPDREQALL xid -> machine request id
-	unsent   map[fsm.Resource]struct{}    // EXPIRED/RELEASED not yet sent (same-client reuse)
-	waiters  map[uint32]chan struct{}     // xid -> closed when its BNDREPLY arrived
+	inflight map[uint32]*update.Update // BNDUPD xid -> what it described
+	busy     map[fsm.Resource]struct{} // resources with an update in flight
+	updReq   map[uint32]uint64         // our UPDREQ/UPDREQALL xid -> machine request id
+	unsent   map[fsm.Resource]struct{} // EXPIRED/RELEASED not yet sent (same-client reuse)
+	waiters  map[uint32]chan struct{}  // xid -> closed when its BNDREPLY arrived
 	skew     atomic.Int64
 }
 
