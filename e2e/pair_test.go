@@ -4,7 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"os"
+	"os/exec"
+	"strings"
 	"path/filepath"
 	"testing"
 	"time"
@@ -157,4 +160,100 @@ func TestPairNormalAndReplication(t *testing.T) {
 	lb := findLease(p.b.leases(t), "na", addr)
 	t.Logf("primary %+v, secondary %+v; lease %s valid %ds on the primary, on the secondary %s expiration_time %s",
 		failoverOf(t, p.a), failoverOf(t, p.b), addr, la.ValidLifetime, lb.State, lb.ExpirationTime)
+}
+
+// TestPairFailover: kill the primary; the secondary goes to
+// COMMUNICATIONS-INTERRUPTED and still renews its known client (lifetime
+// capped by the MCLT); after `tandem failover partner-down` it serves new
+// clients from its own (even) addresses; the primary restarts, recovers, and
+// both return to NORMAL with the same bindings.
+func TestPairFailover(t *testing.T) {
+	p := newPair(t)
+	netns.RequireTool(t, "perfdhcp")
+	p.dA = p.a.start(t, p.cfgA)
+	p.dB = p.b.start(t, p.cfgB)
+	waitStates(t, p, "NORMAL", "NORMAL", 90*time.Second)
+
+	if out, err := p.cli.Run("perfdhcp", "-6", "-l", cliIf, "-r", "50", "-R", "40", "-n", "40", "-p", "3"); err != nil && !isExit3(err) {
+		t.Fatalf("perfdhcp: %v\n%s", err, out)
+	}
+	netns.WaitFor(t, 15*time.Second, "updates acknowledged", func() bool { return failoverOf(t, p.a).Owed == 0 })
+	before := activeSet(p.a.leases(t))
+	if len(before) == 0 {
+		t.Fatal("no leases from the first load")
+	}
+
+	p.dA.kill()
+	netns.WaitFor(t, 20*time.Second, "the secondary in COMMUNICATIONS-INTERRUPTED", func() bool {
+		return failoverOf(t, p.b).State == "COMMUNICATIONS-INTERRUPTED"
+	})
+
+	out, err := exec.Command(tandemBin, "failover", "partner-down", "--socket", p.b.socket(), "--yes").CombinedOutput()
+	if err != nil {
+		t.Fatalf("tandem failover partner-down: %v\n%s", err, out)
+	}
+	waitStates(t, p, "", "PARTNER-DOWN", 10*time.Second)
+	if out, err := p.cli.Run("perfdhcp", "-6", "-l", cliIf, "-r", "50", "-R", "20", "-n", "20", "-p", "3"); err != nil && !isExit3(err) {
+		t.Fatalf("perfdhcp against the secondary: %v\n%s", err, out)
+	}
+	newOnB := 0
+	for addr, l := range activeSet(p.b.leases(t)) {
+		if _, old := before[addr]; old {
+			continue
+		}
+		newOnB++
+		if !evenAddr(addr) {
+			t.Errorf("the secondary in PARTNER-DOWN allocated %s (odd: the primary's)", addr)
+		}
+		_ = l
+	}
+	if newOnB == 0 {
+		t.Fatal("the secondary in PARTNER-DOWN served no new client")
+	}
+
+	p.dA = p.a.start(t, p.cfgA)
+	waitStates(t, p, "NORMAL", "NORMAL", 120*time.Second)
+	netns.WaitFor(t, 30*time.Second, "identical binding sets", func() bool {
+		a, b := activeSet(p.a.leases(t)), activeSet(p.b.leases(t))
+		if len(a) != len(b) {
+			return false
+		}
+		for k, v := range a {
+			if b[k] != v {
+				return false
+			}
+		}
+		return true
+	})
+	for _, line := range strings.Split(p.dA.out.String(), "\n") {
+		if strings.Contains(line, "failover state") {
+			t.Log(line)
+		}
+	}
+	t.Logf("%d leases before the failure, %d new ones from the secondary in PARTNER-DOWN; both NORMAL with the same %d bindings",
+		len(before), newOnB, len(activeSet(p.a.leases(t))))
+}
+
+func isExit3(err error) bool {
+	ee, ok := err.(*exec.ExitError)
+	return ok && ee.ExitCode() == 3
+}
+
+// activeSet maps each ACTIVE address to its client's DUID.
+func activeSet(ls []control.Lease) map[string]string {
+	m := map[string]string{}
+	for _, l := range ls {
+		if l.State == "ACTIVE" {
+			m[l.Address+l.Prefix] = l.DUID
+		}
+	}
+	return m
+}
+
+func evenAddr(a string) bool {
+	ip, err := netip.ParseAddr(a)
+	if err != nil {
+		return false
+	}
+	return ip.As16()[15]&1 == 0
 }
