@@ -56,8 +56,8 @@ func TestApplyBndReplyResolvesPendingFree(t *testing.T) {
 	sentPL := ab.PartnerLifetime
 
 	ups, replies := sendAll(t, st, t0)
-	if len(ups) != 2 { // one CLIENT_DATA with four leases (pfx is RELEASED with a client), ... and none lone
-		t.Logf("updates: %d", len(ups))
+	if len(ups) != 1 { // all five leases have client A: one CLIENT_DATA
+		t.Fatalf("%d updates, want 1", len(ups))
 	}
 	now := at(10)
 	hold := time.Hour
