@@ -248,8 +248,10 @@ func (e *Endpoint) publish() {
 }
 
 // do executes a batch of machine actions in order. Loop goroutine.
+//
+// If a Persist fails the batch stops and nothing is published: the link
+// keeps announcing the last state that is stored (S2).
 func (e *Endpoint) do(acts []machine.Action) {
-	defer e.publish()
 	for _, a := range acts {
 		switch a.Kind {
 		case machine.EnterState:
@@ -304,6 +306,7 @@ func (e *Endpoint) do(acts []machine.Action) {
 			_ = e.link.Send(wire.NewDisconnect(e.link.NewXID(), 0, wire.Status{Code: wire.StatusUnspecFail, Message: a.Reason}))
 		}
 	}
+	e.publish()
 }
 
 // LocalState implements link.Handler.
@@ -502,12 +505,17 @@ func (e *Endpoint) sender(ctx context.Context) {
 	tick := e.clock.NewTimer(e.cfg.ScanInterval)
 	defer tick.Stop()
 	for {
+		// A wake-up sends what changed (SelectEager: not the updates held back
+		// after an OutdatedBindingInformation dispute); the periodic scan
+		// sends everything owed (RFC 8156 §7.5.4).
+		sel := update.SelectEager
 		select {
 		case <-ctx.Done():
 			return
 		case <-e.wake:
 		case <-tick.C():
 			tick.Reset(e.cfg.ScanInterval)
+			sel = update.SelectOwed
 		}
 		if !e.sending() {
 			continue
@@ -531,7 +539,7 @@ func (e *Endpoint) sender(ctx context.Context) {
 				}
 			}
 			e.mu.Unlock()
-			ups, skipped := update.Updates(update.SelectOwed(todo), e.clock.Now())
+			ups, skipped := update.Updates(sel(todo), e.clock.Now())
 			for _, b := range skipped {
 				e.log.Warn("binding cannot be described in a BNDUPD; not sent", zap.Stringer("resource", b.Resource))
 			}

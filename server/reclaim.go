@@ -50,6 +50,13 @@ func (s *Server) Reclaim() (int, error) {
 				s.policy.Free(now, &b, false)
 				ops = append(ops, fsm.Op{Resource: b.Resource, IfRev: due[i].Rev, Binding: b})
 			case fsm.StatusFree, fsm.StatusAbandoned, fsm.StatusReset:
+				if b.Owed() {
+					// The failover partner has not been told yet: keep the
+					// record until the update is acknowledged.
+					b.StateExpirationTime = now.Add(s.cfg.ExpiredHoldTime).Unix()
+					ops = append(ops, fsm.Op{Resource: b.Resource, IfRev: due[i].Rev, Binding: b})
+					continue
+				}
 				ops = append(ops, fsm.Op{Resource: b.Resource, IfRev: due[i].Rev, Delete: true})
 			default:
 				// EXPIRED, RELEASED, FREE-BACKUP...: their timers belong to the failover

@@ -814,8 +814,7 @@ func (m *Machine) wantRequest() (all, ok bool) {
 
 // desiredTimer is the deadline timer t should have now (zero: disarmed).
 func (m *Machine) desiredTimer(now time.Time, t TimerKind) time.Time {
-	armed := m.timers[t]
-	keep := func() time.Time { return armed }
+	armed := m.timers[t] // kept while armed: these deadlines are set once
 	switch t {
 	case TimerStartup:
 		if m.state == stStartup && !m.startupExpired {
@@ -836,14 +835,14 @@ func (m *Machine) desiredTimer(now time.Time, t TimerKind) time.Time {
 	case TimerCheckpoint:
 		if serving(m.cfg.Role, m.state) {
 			if !armed.IsZero() {
-				return keep()
+				return armed
 			}
 			return now.Add(m.cfg.Checkpoint)
 		}
 	case TimerUpdateStall:
 		if m.reqOut != 0 && m.commOK && !m.dropping && m.cfg.UpdateStall > 0 {
 			if !armed.IsZero() {
-				return keep()
+				return armed
 			}
 			return m.stallDeadline()
 		}

@@ -15,9 +15,10 @@ type Mode uint8
 const (
 	// Unresponsive: answer no client at all.
 	Unresponsive Mode = iota
-	// RenewResponsive: answer RENEW and REBIND only, for leases this server
-	// already has a record of, changing only the leases the message names;
-	// allocate nothing.
+	// RenewResponsive: answer only valid client messages directed to this
+	// server by an OPTION_SERVERID holding its DUID (RFC 8156 §3), so never
+	// SOLICIT or REBIND; allocate nothing, and change only the leases the
+	// message names that this server already has a record of (§8.7.1).
 	RenewResponsive
 	// Responsive: answer every client.
 	Responsive

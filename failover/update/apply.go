@@ -230,7 +230,7 @@ func (pr *processor) lease(rec Record, rj *Reject) *wire.Status {
 // can be processed (MissingBindingInformation), that it is covered
 // (ConfigurationConflict), Decide against lookup's binding, and the binding
 // to store (Accepted) or the flag to set (AfterOutdated). now is the
-// receiver's clock.
+// receiver's clock; cd (from a decoded BNDUPD) must not be nil.
 //
 // The endpoint commits Result.Ops, and only once they are committed sends
 // Result.Message (RFC 8156 §7.5.2: a BNDREPLY MUST NOT precede the database

@@ -37,7 +37,6 @@ func newStore(t testing.TB) *store { return &store{t: t, s: fsm.New()} }
 
 // apply commits ops as one txn and returns the result error.
 func (st *store) apply(ops []fsm.Op) error {
-	st.t.Helper()
 	if len(ops) == 0 {
 		return nil
 	}
@@ -47,8 +46,8 @@ func (st *store) apply(ops []fsm.Op) error {
 }
 
 func (st *store) mustApply(ops []fsm.Op) {
-	st.t.Helper()
 	if err := st.apply(ops); err != nil {
+		st.t.Helper()
 		st.t.Fatalf("commit: %v", err)
 	}
 }

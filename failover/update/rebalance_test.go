@@ -1,0 +1,171 @@
+package update
+
+import (
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/tandem-dhcp/tandem/fsm"
+)
+
+func prefixes(from, to int) []fsm.Resource {
+	var out []fsm.Resource
+	for i := from; i < to; i++ {
+		out = append(out, pd(fmt.Sprintf("2001:db8:%x::/56", i)))
+	}
+	return out
+}
+
+// TestRebalanceHysteresis walks a pool through POOLREQs: the initial
+// allocation, drift within the threshold (nothing moves), drift beyond it
+// (back to the target), and the primary running low (take back).
+func TestRebalanceHysteresis(t *testing.T) {
+	free, backup := prefixes(0, 100), []fsm.Resource(nil)
+	const share, threshold = 0.3, 5
+	move := func(step string, wantGive, wantTake int) {
+		t.Helper()
+		bal := Rebalance(free, backup, share, threshold)
+		if len(bal.Give) != wantGive || len(bal.Take) != wantTake {
+			t.Fatalf("%s: give %d take %d, want %d and %d (free %d, backup %d)", step, len(bal.Give), len(bal.Take),
+				wantGive, wantTake, len(free), len(backup))
+		}
+		for _, r := range bal.Give {
+			i := slices.Index(free, r)
+			if i < 0 {
+				t.Fatalf("%s: gives %v, not the primary's", step, r)
+			}
+			free = slices.Delete(free, i, i+1)
+			backup = append(backup, r)
+		}
+		for _, r := range bal.Take {
+			i := slices.Index(backup, r)
+			if i < 0 {
+				t.Fatalf("%s: takes %v, not the secondary's", step, r)
+			}
+			backup = slices.Delete(backup, i, i+1)
+			free = append(free, r)
+		}
+	}
+	move("initial POOLREQ", 30, 0)
+	move("balanced", 0, 0)
+	backup = backup[:26] // the secondary delegated 4: target round(0.3*96) = 29, 3 short
+	move("3 short, within threshold", 0, 0)
+	backup = backup[:23] // 3 more: target round(0.3*93) = 28, 5 short
+	move("5 short, at threshold", 0, 0)
+	backup = backup[:22] // target round(0.3*92) = 28, 6 short: top up to the target
+	move("6 short", 6, 0)
+	move("after top-up", 0, 0)
+	free = free[:10] // the primary delegated most of its own: 10 + 28 = 38, target 11, 17 too many
+	move("primary low", 0, 17)
+	move("after take-back", 0, 0)
+
+	// One side empty while it should hold some: moves whatever the threshold.
+	if bal := Rebalance(prefixes(0, 10), nil, 0.3, 100); len(bal.Give) != 3 {
+		t.Fatalf("initial allocation with a large threshold: %v", bal)
+	}
+	if bal := Rebalance(nil, prefixes(0, 10), 0.3, 100); len(bal.Take) != 7 {
+		t.Fatalf("primary with none left: %v", bal)
+	}
+	if bal := Rebalance(prefixes(0, 10), nil, 0, 0); len(bal.Give)+len(bal.Take) != 0 {
+		t.Fatalf("share 0: %v", bal)
+	}
+	// Deterministic: the highest-addressed prefixes move, whatever the order.
+	in := prefixes(0, 20)
+	slices.Reverse(in)
+	bal := Rebalance(in, nil, 0.25, 0)
+	if !slices.Equal(bal.Give, []fsm.Resource{pd("2001:db8:13::/56"), pd("2001:db8:12::/56"),
+		pd("2001:db8:11::/56"), pd("2001:db8:10::/56"), pd("2001:db8:f::/56")}) {
+		t.Fatalf("give %v", bal.Give)
+	}
+	if Target(7, 1.5) != 7 || Target(7, -1) != 0 || Target(10, 0.25) != 3 {
+		t.Fatal("Target clamping or rounding")
+	}
+}
+
+// TestRebalanceMessages runs give and take-back through real messages
+// between a primary and a secondary.
+func TestRebalanceMessages(t *testing.T) {
+	prim, sec := newStore(t), newStore(t)
+	n := t0.Unix()
+	p1, p2 := pd("2001:db8:1::/56"), pd("2001:db8:2::/56")
+
+	// Give both (p2 has a FREE record with an old client hint).
+	prim.put(fsm.Binding{Resource: p2, Status: fsm.StatusFree, DUID: duidA, StartTimeOfState: n - 100})
+	for _, r := range []fsm.Resource{p1, p2} {
+		var local *fsm.Binding
+		if b, ok := prim.lookup(r); ok {
+			local = &b
+		}
+		op, err := GiveOp(local, r, t0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		prim.mustApply([]fsm.Op{op})
+	}
+	c := Conditions{Role: Primary}
+	for _, r := range []fsm.Resource{p1, p2} {
+		if b := prim.get(r); Available(c, &b, "", t0) || b.Status != fsm.StatusFreeBackup {
+			t.Fatalf("primary may still allocate %v after giving it: %+v", r, b)
+		}
+	}
+	exchange(t, prim, sec, Primary, t0)
+	for _, r := range []fsm.Resource{p1, p2} {
+		if b := prim.get(r); b.Owed() {
+			t.Fatalf("give of %v not acknowledged: %+v", r, b)
+		}
+		if b := sec.get(r); b.Status != fsm.StatusFreeBackup || !Available(Conditions{Role: Secondary}, &b, duidB, t0) {
+			t.Fatalf("secondary did not get %v: %+v", r, b)
+		}
+	}
+	if _, err := GiveOp(ptr(prim.get(p1)), p1, t0); err == nil {
+		t.Fatal("GiveOp of a FREE-BACKUP prefix")
+	}
+	p3 := pd("2001:db8:3::/56")
+	rel := active(p3, duidA, 1, n-7200, 3600)
+	Free(at(-60), &rel, true) // ours, not yet acknowledged: still bound
+	if _, err := GiveOp(&rel, p3, t0); err == nil {
+		t.Fatal("GiveOp of an unacknowledged RELEASED prefix")
+	}
+	rel.Flags = 0 // as received from the partner and acknowledged: free, the primary's
+	if op, err := GiveOp(&rel, p3, t0); err != nil || op.Binding.Status != fsm.StatusFreeBackup || !op.Binding.Owed() {
+		t.Fatalf("GiveOp of an acknowledged RELEASED prefix: %+v, %v", op, err)
+	}
+	if _, err := GiveOp(nil, na("2001:db8::1"), t0); err == nil {
+		t.Fatal("GiveOp of an address")
+	}
+
+	// The secondary delegates p2; the primary takes both back.
+	d := active(p2, duidB, 1, n+10, 3600)
+	d.Rev = sec.get(p2).Rev
+	Grant(at(10), &d, time.Hour, GrantParams{MCLT: time.Hour})
+	sec.mustApply([]fsm.Op{{Resource: p2, IfRev: d.Rev, Binding: d}})
+	now := at(20)
+	for _, r := range []fsm.Resource{p1, p2} {
+		u, err := TakeBack(prim.get(r), now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := wireTrip(t, u.Message(1, 0))
+		res := ApplyBndUpdPrefix(sec.lookup, m.LonePrefix(), Params{Role: Secondary}, now)
+		sec.mustApply(res.Ops)
+		rm := wireTrip(t, res.Message(1, 0))
+		rr := ApplyBndReplyPrefix(prim.lookup, u.Bindings[0], rm.LonePrefix(), 0, now)
+		prim.mustApply(rr.Ops)
+	}
+	if b := prim.get(p1); b.Status != fsm.StatusFree || b.StartTimeOfState != now.Unix() || !Available(c, &b, duidA, now) {
+		t.Fatalf("taken-back p1 on the primary: %+v", b)
+	}
+	if b := sec.get(p1); b.Status != fsm.StatusFree || Available(Conditions{Role: Secondary}, &b, duidB, now) {
+		t.Fatalf("taken-back p1 on the secondary: %+v", b)
+	}
+	if b := prim.get(p2); b.Status != fsm.StatusFreeBackup {
+		t.Fatalf("p2 was delegated by the secondary, the take-back must fail: %+v", b)
+	}
+	if b := sec.get(p2); b.Status != fsm.StatusActive || b.DUID != duidB {
+		t.Fatalf("secondary's delegated p2: %+v", b)
+	}
+	if _, err := TakeBack(prim.get(p1), now); err == nil {
+		t.Fatal("TakeBack of a FREE prefix")
+	}
+}
