@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -410,6 +411,18 @@ func statusCommand(e *env) *cli.Command {
 			fmt.Fprintf(e.stdout, "tandem %s, up %s, server DUID %s\n", st.Version, st.Uptime, st.ServerDUID)
 			fmt.Fprintf(e.stdout, "store: %s, applied index %d, log %d..%d, last snapshot at %d, raft.db %d bytes\n",
 				st.Store.DataDir, st.Store.AppliedIndex, st.Store.FirstLogIndex, st.Store.LastLogIndex, st.Store.LastSnapshot, st.Store.DBBytes)
+			if st.Failover != nil {
+				var f failover.Status
+				if b, err := json.Marshal(st.Failover); err == nil && json.Unmarshal(b, &f) == nil {
+					partner := f.PartnerState
+					if partner == "" {
+						partner = "unknown"
+					}
+					fmt.Fprintf(e.stdout, "failover: %s in %s since %s, partner %s, communications ok: %v\n", f.Role, f.State, f.StateSince, partner, f.CommunicationsOK)
+					fmt.Fprintf(e.stdout, "          MCLT %s, updates owed %d, unacked %d, clock skew %ds, last contact %s\n",
+						f.MCLT, f.OwedUpdates, f.UnackedUpdates, f.ClockSkewSeconds, f.LastContact)
+				}
+			}
 			fmt.Fprintln(e.stdout, "pools:")
 			for _, p := range st.Pools {
 				fmt.Fprintf(e.stdout, "  %-20s %-3s %-50s %d/%s used (%.2f%%)\n", p.Subnet, p.Type, p.Range, p.Used, p.Total, 100*p.Ratio)
