@@ -107,20 +107,6 @@ type Status struct {
 	LastContact      string `json:"last_contact,omitempty"`
 }
 
-func toUpdateRole(r link.Role) update.Role {
-	if r == link.Primary {
-		return update.Primary
-	}
-	return update.Secondary
-}
-
-func toMachineRole(r link.Role) machine.Role {
-	if r == link.Primary {
-		return machine.Primary
-	}
-	return machine.Secondary
-}
-
 // New builds an endpoint from the record stored in cfg.Store (or none: first
 // start). Nothing happens until Run.
 func New(cfg Config) (*Endpoint, error) {
@@ -142,10 +128,10 @@ func New(cfg Config) (*Endpoint, error) {
 	if cfg.Link.Logger == nil {
 		cfg.Link.Logger = cfg.Logger
 	}
-	cfg.Machine.Role = toMachineRole(cfg.Link.Role)
+	cfg.Machine.Role = cfg.Link.Role
 	cfg.Machine.MCLT = cfg.Link.MCLT
 	e := &Endpoint{cfg: cfg, log: cfg.Logger.Named("failover"), clock: cfg.Clock, state: cfg.Store.State(),
-		role: toUpdateRole(cfg.Link.Role), kick: make(chan struct{}, 1), wake: make(chan struct{}, 1),
+		role: cfg.Link.Role, kick: make(chan struct{}, 1), wake: make(chan struct{}, 1),
 		timers: map[machine.TimerKind]clock.Timer{}, inflight: map[uint32]*update.Update{},
 		busy: map[fsm.Resource]struct{}{}, updReq: map[uint32]uint64{}, unsent: map[fsm.Resource]struct{}{},
 		waiters: map[uint32]chan struct{}{}}

@@ -14,40 +14,23 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/tandem-dhcp/tandem/failover/role"
 	"github.com/tandem-dhcp/tandem/failover/wire"
 	"github.com/tandem-dhcp/tandem/internal/clock"
 )
 
-// Role is this server's role in the relationship.
-type Role int
+// Role is this server's role in the relationship (shared with the state
+// machine and the binding-update rules).
+type Role = role.Role
 
 // Roles. The primary dials and sends CONNECT; the secondary listens.
 const (
-	Primary Role = iota + 1
-	Secondary
+	Primary   = role.Primary
+	Secondary = role.Secondary
 )
 
-// String returns "primary" or "secondary".
-func (r Role) String() string {
-	switch r {
-	case Primary:
-		return "primary"
-	case Secondary:
-		return "secondary"
-	}
-	return fmt.Sprintf("Role(%d)", int(r))
-}
-
 // ParseRole parses "primary" or "secondary".
-func ParseRole(s string) (Role, error) {
-	switch strings.ToLower(s) {
-	case "primary":
-		return Primary, nil
-	case "secondary":
-		return Secondary, nil
-	}
-	return 0, fmt.Errorf("role %q is not primary or secondary", s)
-}
+func ParseRole(s string) (Role, error) { return role.Parse(s) }
 
 // Defaults.
 const (

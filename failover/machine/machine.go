@@ -5,29 +5,20 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/tandem-dhcp/tandem/failover/role"
 	"github.com/tandem-dhcp/tandem/failover/wire"
 	"github.com/tandem-dhcp/tandem/fsm"
 )
 
-// Role is this server's role in the failover relationship.
-type Role uint8
+// Role is this server's role in the failover relationship (shared with
+// the link and the binding-update rules).
+type Role = role.Role
 
 // Roles. The zero value is invalid, so a Config must say which.
 const (
-	Primary   Role = 1
-	Secondary Role = 2
+	Primary   = role.Primary
+	Secondary = role.Secondary
 )
-
-// String returns "primary" or "secondary".
-func (r Role) String() string {
-	switch r {
-	case Primary:
-		return "primary"
-	case Secondary:
-		return "secondary"
-	}
-	return fmt.Sprintf("role(%d)", uint8(r))
-}
 
 // Defaults for the Config durations left zero.
 const (

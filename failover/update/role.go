@@ -1,43 +1,23 @@
 package update
 
 import (
-	"fmt"
 	"net/netip"
 	"time"
 
+	"github.com/tandem-dhcp/tandem/failover/role"
 	"github.com/tandem-dhcp/tandem/failover/wire"
 	"github.com/tandem-dhcp/tandem/fsm"
 )
 
-// Role is this server's role in the failover relationship. (Package link
-// has its own Role; the endpoint converts. This package imports neither link
-// nor server.)
-type Role uint8
+// Role is this server's role in the failover relationship (shared with
+// the link and the state machine).
+type Role = role.Role
 
 // Roles.
 const (
-	Primary   Role = 1
-	Secondary Role = 2
+	Primary   = role.Primary
+	Secondary = role.Secondary
 )
-
-// String returns "primary" or "secondary".
-func (r Role) String() string {
-	switch r {
-	case Primary:
-		return "primary"
-	case Secondary:
-		return "secondary"
-	}
-	return fmt.Sprintf("Role(%d)", uint8(r))
-}
-
-// Partner returns the other role.
-func (r Role) Partner() Role {
-	if r == Primary {
-		return Secondary
-	}
-	return Primary
-}
 
 // Skew is RFC 8156's "essentially the same time" window, in seconds: two
 // times at most this far apart compare equal (§7.5.1, §7.5.4).
