@@ -160,6 +160,11 @@ func New(cfg Config) (*Endpoint, error) {
 func (e *Endpoint) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// Wake the sender when a binding that owes the partner an update is
+	// committed: Grant, Free and Changed run before the server's commit, so
+	// their wake-ups alone find nothing owed yet and the update would wait
+	// for the periodic scan.
+	defer e.state.AddObserver(owedObserver{e})()
 	var wg sync.WaitGroup
 	linkErr := make(chan error, 1)
 	wg.Add(2)
@@ -195,6 +200,18 @@ func (e *Endpoint) Run(ctx context.Context) error {
 		}
 	}
 }
+
+// owedObserver wakes the sender when a committed binding owes an update.
+// It runs under the State's write lock: it only does a non-blocking send.
+type owedObserver struct{ e *Endpoint }
+
+func (o owedObserver) BindingChanged(_, nb *fsm.Binding) {
+	if nb != nil && nb.Owed() {
+		o.e.wakeSender()
+	}
+}
+
+func (o owedObserver) Reset(*fsm.View) { o.e.wakeSender() }
 
 // enqueue schedules f on the loop goroutine (never blocks).
 func (e *Endpoint) enqueue(f func()) {
@@ -649,6 +666,13 @@ func (e *Endpoint) Free(now time.Time, b *fsm.Binding, released bool) {
 	e.unsent[b.Resource] = struct{}{}
 	e.mu.Unlock()
 	e.wakeSender()
+}
+
+// UntrackedAvailable: an unrecorded address of our parity is ours; an
+// unrecorded delegable prefix is FREE, the primary's (RFC 8156 §4.2.2): the
+// secondary delegates only prefixes handed to it as FREE-BACKUP.
+func (e *Endpoint) UntrackedAvailable(t fsm.IAType) bool {
+	return t != fsm.IAPD || e.role == update.Primary
 }
 
 // Changed owes the partner an update for another status change.

@@ -1310,3 +1310,38 @@ func TestPDLengthChangeRefused(t *testing.T) {
 	}
 	h.srv, _ = New(h.cfg, h.store) // the old length still works
 }
+
+// secondaryPolicy is Standalone as a failover secondary sees delegable
+// prefixes: an unrecorded prefix is the primary's; only FREE-BACKUP ones
+// (handed over by the primary) may be delegated.
+type secondaryPolicy struct{ Standalone }
+
+func (secondaryPolicy) UntrackedAvailable(t fsm.IAType) bool { return t != fsm.IAPD }
+func (secondaryPolicy) Available(b *fsm.Binding, _ string) bool {
+	return b.Status == fsm.StatusFreeBackup
+}
+
+// TestSecondaryDelegatesOnlyFreeBackup: with unrecorded prefixes not ours,
+// the only prefix delegated is the one recorded FREE-BACKUP; the next client
+// gets NoPrefixAvail (before the fix, the secondary delegated the primary's
+// prefixes and two servers could hand one prefix to two clients).
+func TestSecondaryDelegatesOnlyFreeBackup(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, func(c *Config) { c.Policy = secondaryPolicy{Standalone{Hold: time.Hour}} })
+	given := fsm.PrefixResource(netip.MustParsePrefix("2001:db8:80ab:cd00::/56"))
+	if _, err := h.store.Apply(&fsm.Command{Type: fsm.CmdTxn, Time: t0.UnixNano(), Ops: []fsm.Op{{Resource: given, IfRev: 0,
+		Binding: fsm.Binding{Resource: given, Status: fsm.StatusFreeBackup}}}}); err != nil {
+		t.Fatal(err)
+	}
+	c1, c2 := newClient(1), newClient(2)
+	adv, _ := dhcpv6.NewRequestFromAdvertise(h.exchange(c1.solicit(c1.pd()), dhcpv6.MessageTypeAdvertise))
+	rep := h.exchange(adv, dhcpv6.MessageTypeReply)
+	pd := findIAPD(rep, c1.pdid)
+	if pd == nil || len(pd.Options.Prefixes()) != 1 || prefixOf(pd.Options.Prefixes()[0]) != given.Prefix() {
+		t.Fatalf("first client got %v, want the FREE-BACKUP prefix %v", pd, given.Prefix())
+	}
+	rep2 := h.exchange(c2.solicit(c2.pd()), dhcpv6.MessageTypeAdvertise)
+	if pd2 := findIAPD(rep2, c2.pdid); pd2 == nil || len(pd2.Options.Prefixes()) != 0 || status(pd2.Options) != int(iana.StatusNoPrefixAvail) {
+		t.Fatalf("second client: %v, want NoPrefixAvail (unrecorded prefixes are the primary's)", pd2)
+	}
+}

@@ -36,6 +36,12 @@ type Policy interface {
 	// Changed sets the partner bookkeeping of b, whose status the server
 	// changed now for another reason (e.g. Decline made it ABANDONED).
 	Changed(now time.Time, b *fsm.Binding)
+	// UntrackedAvailable reports whether this server may allocate a
+	// resource of type t that has no binding at all. Under failover an
+	// unrecorded delegable prefix is FREE, the primary's (RFC 8156 §4.2.2):
+	// a secondary allocates only prefixes handed to it (FREE-BACKUP). It
+	// must not change while serving.
+	UntrackedAvailable(t fsm.IAType) bool
 }
 
 // Standalone is the policy of a server without a partner: it answers every
@@ -76,6 +82,9 @@ func (p Standalone) Free(now time.Time, b *fsm.Binding, _ bool) {
 	b.PartnerLifetime = 0
 	b.Flags &^= fsm.FlagUpdateOwed
 }
+
+// UntrackedAvailable is true: every unrecorded resource is free.
+func (Standalone) UntrackedAvailable(fsm.IAType) bool { return true }
 
 // Changed owes no partner anything.
 func (Standalone) Changed(_ time.Time, b *fsm.Binding) {

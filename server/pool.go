@@ -85,6 +85,10 @@ type pool struct {
 	first  u128 // first and last address the pool covers (any parity)
 	last   u128
 
+	// untrackedFree: a slot with no binding is free for this server (else
+	// only slots whose binding is available are, see Policy.UntrackedAvailable).
+	untrackedFree bool
+
 	mu       sync.Mutex
 	set      *slotset
 	cursor   uint64
@@ -95,7 +99,7 @@ type pool struct {
 // More than 2^64 slots are capped at 2^64.
 func newAddrPool(sn *subnet, first, last netip.Addr, parity int) *pool {
 	p := &pool{subnet: sn, typ: fsm.IANA, plen: 128, step: 1,
-		first: u128From(first.As16()), last: u128From(last.As16()), reserved: map[uint64]struct{}{}}
+		first: u128From(first.As16()), last: u128From(last.As16()), reserved: map[uint64]struct{}{}, untrackedFree: true}
 	p.base = p.first
 	if parity >= 0 {
 		p.step = 2
@@ -131,7 +135,17 @@ func newPDPool(sn *subnet, prefix netip.Prefix, dlen int) *pool {
 	p.last = u128From(lastAddr(prefix).As16())
 	n := uint64(1)<<uint(dlen-prefix.Bits()) - 1
 	p.set = newSlotset(n)
+	p.untrackedFree = true
 	return p
+}
+
+// emptySet returns the pool's slotset with no binding known: all free, or
+// all taken when unrecorded slots are not this server's.
+func (p *pool) emptySet() *slotset {
+	if p.untrackedFree {
+		return newSlotset(p.set.last)
+	}
+	return newSlotsetFull(p.set.last)
 }
 
 func lastAddr(p netip.Prefix) netip.Addr {

@@ -170,7 +170,9 @@ func New(cfg Config, store Store) (*Server, error) {
 			sn.pools = append(sn.pools, newAddrPool(sn, r.First, r.Last, parity))
 		}
 		for _, pd := range sc.PDPools {
-			sn.pools = append(sn.pools, newPDPool(sn, pd.Prefix, pd.DelegatedLength))
+			p := newPDPool(sn, pd.Prefix, pd.DelegatedLength)
+			p.untrackedFree = s.policy.UntrackedAvailable(fsm.IAPD)
+			sn.pools = append(sn.pools, p)
 		}
 		all = append(all, sn.pools...)
 		s.subnets = append(s.subnets, sn)
@@ -291,13 +293,17 @@ func (o *poolObserver) BindingChanged(old, nb *fsm.Binding) {
 	if !ok {
 		return
 	}
-	p.mark(slot, nb != nil && o.taken(nb))
+	if nb == nil {
+		p.mark(slot, !p.untrackedFree) // unrecorded again
+		return
+	}
+	p.mark(slot, o.taken(nb))
 }
 
 func (o *poolObserver) Reset(v *fsm.View) {
 	for _, p := range o.s.pools.pools {
 		p.mu.Lock()
-		p.set = newSlotset(p.set.last)
+		p.set = p.emptySet()
 		if p.last.less(p.base) {
 			p.set.Set(0) // an empty pool's only slot stays taken (see newAddrPool)
 		}
@@ -311,8 +317,8 @@ func (o *poolObserver) Reset(v *fsm.View) {
 			if b.Resource.Type != from.Type || p.last.less(a) {
 				return false
 			}
-			if slot, ok := p.slotOf(b.Resource); ok && o.taken(b) {
-				p.mark(slot, true)
+			if slot, ok := p.slotOf(b.Resource); ok {
+				p.mark(slot, o.taken(b))
 			}
 			return true
 		})

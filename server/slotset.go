@@ -38,6 +38,15 @@ func newSlotset(last uint64) *slotset {
 	return &slotset{last: last, height: h, root: &snode{}}
 }
 
+// newSlotsetFull returns a slotset with every slot taken, in O(1) memory
+// (the root's children are all collapsed full subtrees).
+func newSlotsetFull(last uint64) *slotset {
+	s := newSlotset(last)
+	s.root.full = allOnes
+	s.used = last + 1
+	return s
+}
+
 // digit returns the child index of slot at level l.
 func digit(slot uint64, l int) int { return int(slot>>(6*uint(l))) & 63 }
 

@@ -596,3 +596,23 @@ func BenchmarkFindFreeDense(b *testing.B) {
 	}
 	_ = sink
 }
+
+func TestSlotsetFull(t *testing.T) {
+	for _, last := range []uint64{0, 63, 64, 4095, 1<<24 - 1, 1<<40 - 1} {
+		s := newSlotsetFull(last)
+		if _, ok := s.FindFree(0); ok || s.Used() != last+1 || !s.Has(last) {
+			t.Fatalf("last=%d: a full set has a free slot or wrong count (%d)", last, s.Used())
+		}
+		mid := last / 2
+		if !s.Clear(mid) {
+			t.Fatalf("last=%d: Clear(%d) on a full set reported it free", last, mid)
+		}
+		if got, ok := s.FindFree(0); !ok || got != mid || s.Used() != last {
+			t.Fatalf("last=%d: after Clear(%d): FindFree = %d,%v used %d", last, mid, got, ok, s.Used())
+		}
+		s.Set(mid)
+		if _, ok := s.FindFree(0); ok {
+			t.Fatalf("last=%d: full again but FindFree found a slot", last)
+		}
+	}
+}
