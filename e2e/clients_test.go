@@ -25,14 +25,7 @@ func TestDhclient(t *testing.T) {
 	netns.RequireTool(t, "dhclient")
 	d := tp.start(t, tp.config(t, ""))
 	_ = d
-	lf, pf := filepath.Join(tp.dir, "dhclient.leases"), filepath.Join(tp.dir, "dhclient.pid")
-	cl := tp.cli.Command("dhclient", "-6", "-d", "-v", "-N", "-P", "-lf", lf, "-pf", pf, "-sf", "/bin/true", cliIf)
-	clOut := &syncBuffer{}
-	cl.Stdout, cl.Stderr = clOut, clOut
-	if err := cl.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = cl.Process.Kill(); _ = cl.Wait() }()
+	lf, stop := dhclient(t, tp.cli, tp.dir, true)
 	var addr, prefix string
 	netns.WaitFor(t, 30*time.Second, "dhclient lease with iaaddr and iaprefix", func() bool {
 		b, _ := os.ReadFile(lf)
@@ -65,8 +58,7 @@ func TestDhclient(t *testing.T) {
 	})
 
 	// Release: dhclient -r stops the running client and sends Release.
-	_ = cl.Process.Kill()
-	_ = cl.Wait()
+	stop()
 	rel := tp.cli.Command("dhclient", "-6", "-r", "-v", "-N", "-P", "-lf", lf, "-pf", filepath.Join(tp.dir, "rel.pid"), "-sf", "/bin/true", cliIf)
 	if out, err := rel.CombinedOutput(); err != nil {
 		t.Fatalf("dhclient -r: %v\n%s", err, out)
@@ -76,9 +68,6 @@ func TestDhclient(t *testing.T) {
 		na, pd := findLease(ls, "na", addr), findLease(ls, "pd", prefix)
 		return na != nil && na.State == "FREE" && pd != nil && pd.State == "FREE"
 	})
-	if t.Failed() {
-		t.Logf("dhclient output:\n%s", clOut.String())
-	}
 }
 
 // TestDhcpcd: dhcpcd 9 gets an address and a prefix.

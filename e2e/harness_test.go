@@ -210,3 +210,34 @@ func findLease(ls []control.Lease, typ, prefixOf string) *control.Lease {
 	}
 	return nil
 }
+
+// dhclient runs ISC dhclient -6 in the foreground in ns (no-op script, so
+// nothing on the machine is reconfigured) until kill is called or the test
+// ends. withPD also asks for a prefix. It returns the lease file.
+func dhclient(t *testing.T, ns *netns.NS, dir string, withPD bool) (leaseFile string, kill func()) {
+	t.Helper()
+	leaseFile = filepath.Join(dir, "dhclient.leases")
+	args := []string{"-6", "-d", "-v", "-N"}
+	if withPD {
+		args = append(args, "-P")
+	}
+	args = append(args, "-lf", leaseFile, "-pf", filepath.Join(dir, "dhclient.pid"), "-sf", "/bin/true", cliIf)
+	cl := ns.Command("dhclient", args...)
+	out := &syncBuffer{}
+	cl.Stdout, cl.Stderr = out, out
+	if err := cl.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	kill = func() {
+		once.Do(func() {
+			_ = cl.Process.Kill()
+			_ = cl.Wait()
+			if t.Failed() {
+				t.Logf("dhclient output:\n%s", out.String())
+			}
+		})
+	}
+	t.Cleanup(kill)
+	return leaseFile, kill
+}

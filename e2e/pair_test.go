@@ -128,14 +128,7 @@ func TestPairNormalAndReplication(t *testing.T) {
 	p.dB = p.b.start(t, p.cfgB)
 	waitStates(t, p, "NORMAL", "NORMAL", 90*time.Second)
 
-	lf := filepath.Join(p.a.dir, "dhclient.leases")
-	cl := p.cli.Command("dhclient", "-6", "-d", "-v", "-N", "-lf", lf, "-pf", filepath.Join(p.a.dir, "dhclient.pid"), "-sf", "/bin/true", cliIf)
-	clOut := &syncBuffer{}
-	cl.Stdout, cl.Stderr = clOut, clOut
-	if err := cl.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = cl.Process.Kill(); _ = cl.Wait() }()
+	lf, _ := dhclient(t, p.cli, p.a.dir, false)
 	var addr string
 	netns.WaitFor(t, 30*time.Second, "a lease from the pair", func() bool {
 		b, _ := os.ReadFile(lf)

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"os"
-	"path/filepath"
 	"regexp"
 	"testing"
 	"time"
@@ -42,14 +41,7 @@ valid-lifetime = "60s"
 	}
 	defer func() { _ = relay.Process.Kill(); _ = relay.Wait() }()
 
-	lf := filepath.Join(tp.dir, "dhclient.leases")
-	cl := cli.Command("dhclient", "-6", "-d", "-v", "-N", "-lf", lf, "-pf", filepath.Join(tp.dir, "dhclient.pid"), "-sf", "/bin/true", cliIf)
-	clOut := &syncBuffer{}
-	cl.Stdout, cl.Stderr = clOut, clOut
-	if err := cl.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = cl.Process.Kill(); _ = cl.Wait() }()
+	lf, _ := dhclient(t, cli, tp.dir, false)
 	var addr string
 	netns.WaitFor(t, 30*time.Second, "a relayed lease from 2001:db8:2::/64", func() bool {
 		b, _ := os.ReadFile(lf)
@@ -63,6 +55,6 @@ valid-lifetime = "60s"
 		t.Fatalf("relayed lease %s not ACTIVE in the server", addr)
 	}
 	if t.Failed() {
-		t.Logf("dhcrelay:\n%s\ndhclient:\n%s", relayOut.String(), clOut.String())
+		t.Logf("dhcrelay:\n%s", relayOut.String())
 	}
 }
