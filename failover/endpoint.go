@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -252,9 +253,11 @@ func (e *Endpoint) publish() {
 
 // do executes a batch of machine actions in order. Loop goroutine.
 //
-// If a Persist fails the batch stops and nothing is published: the link
-// keeps announcing the last state that is stored (S2).
-func (e *Endpoint) do(acts []machine.Action) {
+// If a Persist fails the batch stops, the connection is dropped and the
+// machine, now ahead of storage, is replaced by one restarted from the
+// stored record (restart): nothing unstored is ever published or announced
+// (S2). do reports whether the batch ran to the end.
+func (e *Endpoint) do(acts []machine.Action) bool {
 	for _, a := range acts {
 		switch a.Kind {
 		case machine.EnterState:
@@ -265,9 +268,10 @@ func (e *Endpoint) do(acts []machine.Action) {
 				Origin: fsm.OriginFailover, Note: "endpoint " + wire.ServerState(rec.State).String(), Endpoint: &rec}); err != nil {
 				// S2: no STATE may announce what is not stored. Drop the
 				// connection; the partner sees us gone, we retry on reconnect.
-				e.log.Error("persist failover state failed: dropping the partner connection", zap.Error(err))
+				e.log.Error("persist failover state failed: dropping the partner connection, restarting from the stored state", zap.Error(err))
 				_ = e.link.Send(wire.NewDisconnect(e.link.NewXID(), 0, wire.Status{Code: wire.StatusUnspecFail, Message: "state not stored"}))
-				return
+				e.restart()
+				return false
 			}
 		case machine.SendState:
 			if err := e.link.SendState(a.State); err != nil && !errors.Is(err, link.ErrNotConnected) {
@@ -310,6 +314,34 @@ func (e *Endpoint) do(acts []machine.Action) {
 		}
 	}
 	e.publish()
+	return true
+}
+
+// restart replaces the state machine, ahead of storage after a failed
+// Persist, by one started from the stored record, as package machine asks:
+// STARTUP from what is stored is always a safe place to resume from. Its
+// STARTUP record is not written (the store just failed, and a crash now
+// resumes from the same stored record anyway); the STARTUP timer, or the
+// partner's next connection, paces the next attempt. Loop goroutine.
+func (e *Endpoint) restart() {
+	for k, t := range e.timers {
+		t.Stop()
+		delete(e.timers, k)
+	}
+	var rec *fsm.EndpointState
+	if r := e.state.Endpoint(); r.State != 0 {
+		rec = &r
+	}
+	m, acts, err := machine.New(e.cfg.Machine, rec, e.clock.Now())
+	if err != nil {
+		e.log.Error("restart the failover endpoint from its stored state", zap.Error(err))
+		return
+	}
+	e.m = m
+	e.mu.Lock()
+	e.updReq = map[uint32]uint64{} // the old machine's requests
+	e.mu.Unlock()
+	e.do(slices.DeleteFunc(acts, func(a machine.Action) bool { return a.Kind == machine.Persist }))
 }
 
 // LocalState implements link.Handler.
@@ -606,8 +638,8 @@ func (e *Endpoint) PartnerDown() error {
 	errc := make(chan error, 1)
 	e.enqueue(func() {
 		acts, err := e.m.OperatorPartnerDown(e.clock.Now())
-		if err == nil {
-			e.do(acts)
+		if err == nil && !e.do(acts) {
+			err = errors.New("the partner-down decision could not be stored: the endpoint restarted from its stored state")
 		}
 		errc <- err
 	})
