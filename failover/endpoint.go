@@ -178,6 +178,7 @@ func (e *Endpoint) Run(ctx context.Context) error {
 			for _, t := range e.timers {
 				t.Stop()
 			}
+			e.releaseWaiters() // an UPDREQ answer in progress must not wait forever
 			return nil
 		case err := <-linkErr:
 			if err != nil {
@@ -360,17 +361,25 @@ func (e *Endpoint) Up(p link.Partner) {
 // Down implements link.Handler.
 func (e *Endpoint) Down(err error) {
 	e.enqueue(func() {
+		e.releaseWaiters()
 		e.mu.Lock()
-		e.inflight = map[uint32]*update.Update{}
-		e.busy = map[fsm.Resource]struct{}{}
 		e.updReq = map[uint32]uint64{}
-		for _, w := range e.waiters {
-			close(w)
-		}
-		e.waiters = map[uint32]chan struct{}{}
 		e.mu.Unlock()
 		e.do(e.m.CommDown(e.clock.Now(), err))
 	})
+}
+
+// releaseWaiters forgets every update in flight and wakes whoever waits
+// for their BNDREPLYs (the connection is gone).
+func (e *Endpoint) releaseWaiters() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.inflight = map[uint32]*update.Update{}
+	e.busy = map[fsm.Resource]struct{}{}
+	for _, w := range e.waiters {
+		close(w)
+	}
+	e.waiters = map[uint32]chan struct{}{}
 }
 
 // Receive implements link.Handler.
