@@ -96,6 +96,11 @@ func Open(cfg Config) (_ *Store, err error) {
 	if err != nil {
 		return nil, err
 	}
+	// raft panics when it cannot write its stable store (current term, vote),
+	// taking the process down: prove raft.db takes a write before raft starts.
+	if err := probeWrite(s.logs, logPath); err != nil {
+		return nil, err
+	}
 	if err := verifyNewestSnapshot(s.snaps, first, last, c.DataDir); err != nil {
 		return nil, err
 	}
@@ -354,6 +359,32 @@ func corruptLogErr(path string, cause error) error {
 
 // Keys raft reads from the stable store (hashicorp/raft api.go).
 var stableKeys = []string{"CurrentTerm", "LastVoteTerm", "LastVoteCand"}
+
+// probeKey is written (and read back) at every Open: see probeWrite.
+var probeKey = []byte("tandem-open-probe")
+
+// probeWrite writes and reads back one stable-store key. A raft.db that
+// opens but cannot be written (a damaged file that bbolt maps, a full disk)
+// gives ErrCorruptLog or ErrDiskFull here instead of a panic inside raft.
+func probeWrite(logs *raftboltdb.BoltStore, path string) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if p := recover(); p != nil {
+			err = corruptLogErr(path, fmt.Errorf("write probe: %v", p))
+		}
+	}()
+	v := uint64(time.Now().UnixNano())
+	if err := logs.SetUint64(probeKey, v); err != nil {
+		if errors.Is(err, syscall.ENOSPC) {
+			return fmt.Errorf("open %s: %w", path, diskErr(err))
+		}
+		return corruptLogErr(path, fmt.Errorf("write probe: %v", err))
+	}
+	if got, err := logs.GetUint64(probeKey); err != nil || got != v {
+		return corruptLogErr(path, fmt.Errorf("write probe read back %d, %v", got, err))
+	}
+	return nil
+}
 
 // verifyLog reads every entry and the stable store keys once, so a damaged
 // raft.db is reported here and not by a panic inside raft later, and checks
