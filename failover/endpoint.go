@@ -602,32 +602,61 @@ func (e *Endpoint) sender(ctx context.Context) {
 // answerUpdReq answers UPDREQ (owed updates) or UPDREQALL (everything):
 // BNDUPDs under flow control, then UPDDONE once every one was acknowledged.
 func (e *Endpoint) answerUpdReq(xid uint32, all bool) {
+	// Stream from a consistent view in chunks, so a million bindings never
+	// sit in memory as one list; the link's window bounds what is in flight,
+	// and the done channels kept are only those not yet answered.
 	v := e.state.View()
-	var bs []fsm.Binding
-	v.Ascend(fsm.Resource{}, func(b *fsm.Binding) bool {
-		bs = append(bs, *b)
-		return true
-	})
-	if all {
-		bs = update.SelectAll(bs)
-	} else {
-		bs = update.SelectOwed(bs)
-	}
-	ups, _ := update.Updates(bs, e.clock.Now())
 	ctx := context.Background()
-	var dones []<-chan struct{}
-	for i := range ups {
-		d, err := e.sendUpdate(ctx, &ups[i])
-		if err != nil {
-			return // connection gone: the partner asks again on reconnect
+	var pending []<-chan struct{}
+	send := func(chunk []fsm.Binding) bool {
+		if all {
+			chunk = update.SelectAll(chunk)
+		} else {
+			chunk = update.SelectOwed(chunk)
 		}
-		dones = append(dones, d)
+		ups, _ := update.Updates(chunk, e.clock.Now())
+		for i := range ups {
+			d, err := e.sendUpdate(ctx, &ups[i])
+			if err != nil {
+				return false // connection gone: the partner asks again on reconnect
+			}
+			pending = append(pending, d)
+			for len(pending) > 0 && closed(pending[0]) {
+				pending = pending[1:]
+			}
+		}
+		return true
 	}
-	for _, d := range dones {
+	chunk := make([]fsm.Binding, 0, answerChunk)
+	ok := true
+	v.Ascend(fsm.Resource{}, func(b *fsm.Binding) bool {
+		chunk = append(chunk, *b)
+		if len(chunk) == answerChunk {
+			ok = send(chunk)
+			chunk = chunk[:0]
+		}
+		return ok
+	})
+	if !ok || !send(chunk) {
+		return
+	}
+	for _, d := range pending {
 		<-d
 	}
 	if e.comm.Load() {
 		_ = e.link.Send(wire.NewUpdDone(xid, 0))
+	}
+}
+
+// answerChunk is how many bindings answerUpdReq groups into updates at a time.
+const answerChunk = 4096
+
+func closed(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
 	}
 }
 
