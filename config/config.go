@@ -667,6 +667,11 @@ type Failover struct {
 	// the server moves to PARTNER-DOWN by itself (RFC 8156 §8.9); 0 (the
 	// default) turns it off.
 	AutoPartnerDown Duration `toml:"auto-partner-down"`
+	// StartAlone (primary only): on the very first start, with nothing
+	// stored, go to PARTNER-DOWN and serve when the partner cannot be reached
+	// within the startup time, instead of waiting in RECOVER (RFC 8156 §8.2,
+	// §8.3.2 step 1). For commissioning a primary before its secondary.
+	StartAlone bool `toml:"start-alone"`
 
 	// Parsed values, set by Validate.
 	ParsedLocal netip.AddrPort `toml:"-"`
@@ -763,6 +768,9 @@ func (c *Config) validateFailover() []error {
 	}
 	if f.AutoPartnerDown.Duration < 0 {
 		add("auto-partner-down", "%v is negative (0 turns it off)", f.AutoPartnerDown.Duration)
+	}
+	if f.StartAlone && !strings.EqualFold(f.Role, "primary") {
+		add("start-alone", "applies to the primary only (a new secondary must first learn the primary's bindings)")
 	}
 	files := []struct{ key, path string }{{"tls-cert", f.TLSCert}, {"tls-key", f.TLSKey}, {"tls-ca", f.TLSCA}}
 	set := 0

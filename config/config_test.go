@@ -257,6 +257,7 @@ func TestFailoverErrorsNameFileLineAndKey(t *testing.T) {
 		{"max unacked", `mclt = "1h"`, "mclt = \"1h\"\nmax-unacked-bndupd = 70000", []string{"tandem.toml:22", "failover.max-unacked-bndupd", "70000"}},
 		{"retry order", `mclt = "1h"`, "mclt = \"1h\"\nconnect-retry-min = \"1m\"\nconnect-retry-max = \"10s\"", []string{"tandem.toml:23", "failover.connect-retry-max"}},
 		{"pending", `mclt = "1h"`, "mclt = \"1h\"\nmax-pending-connections = -1", []string{"tandem.toml:22", "failover.max-pending-connections"}},
+		{"start-alone on a secondary", `role = "primary"`, "role = \"secondary\"\nstart-alone = true", []string{"failover.start-alone", "primary only"}},
 		{"negative auto-partner-down", `mclt = "1h"`, "mclt = \"1h\"\nauto-partner-down = \"-1h\"", []string{"tandem.toml:22", "failover.auto-partner-down", "negative"}},
 		{"tls half", `mclt = "1h"`, "mclt = \"1h\"\ntls-cert = \"/etc/tandem/cert.pem\"", []string{"tandem.toml:16", "failover.tls-key", "all three"}},
 		{"tls missing file", `mclt = "1h"`, "mclt = \"1h\"\ntls-cert = \"/nonexistent/c\"\ntls-key = \"/nonexistent/k\"\ntls-ca = \"/nonexistent/a\"", []string{"tandem.toml:22", "failover.tls-cert", "/nonexistent/c"}},

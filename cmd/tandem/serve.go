@@ -122,7 +122,7 @@ func newEndpoint(cfg *config.Config, st *raftstore.Store, log *zap.Logger, scfg 
 		lc.TLS = &link.TLSConfig{CertFile: f.TLSCert, KeyFile: f.TLSKey, CAFile: f.TLSCA}
 	}
 	covered := coveredBy(scfg)
-	return failover.New(failover.Config{Link: lc, Machine: machine.Config{AutoPartnerDown: f.AutoPartnerDown.Duration},
+	return failover.New(failover.Config{Link: lc, Machine: machine.Config{AutoPartnerDown: f.AutoPartnerDown.Duration, StartAlone: f.StartAlone},
 		Store: st, ExpiredHold: scfg.ExpiredHoldTime, Covered: covered, Logger: log})
 }
 
