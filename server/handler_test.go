@@ -1345,3 +1345,19 @@ func TestSecondaryDelegatesOnlyFreeBackup(t *testing.T) {
 		t.Fatalf("second client: %v, want NoPrefixAvail (unrecorded prefixes are the primary's)", pd2)
 	}
 }
+
+func TestCovers(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	for r, want := range map[fsm.Resource]bool{
+		fsm.AddrResource(fsm.IANA, pool1.First):                         true,
+		fsm.AddrResource(fsm.IANA, addr("2001:db8:99::1")):              false,
+		fsm.PrefixResource(netip.PrefixFrom(pdPrefix.Addr(), 56)):       true,
+		fsm.PrefixResource(netip.PrefixFrom(pdPrefix.Addr(), 60)):       false,
+		fsm.PrefixResource(netip.MustParsePrefix("2001:db8:ff00::/56")): false,
+	} {
+		if got := h.srv.Covers(r); got != want {
+			t.Errorf("Covers(%v) = %v, want %v", r, got, want)
+		}
+	}
+}

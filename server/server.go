@@ -325,6 +325,10 @@ func (o *poolObserver) Reset(v *fsm.View) {
 	}
 }
 
+// Covers reports whether r is a resource of one of the configured pools
+// (any address parity; prefixes of the pool's delegated length).
+func (s *Server) Covers(r fsm.Resource) bool { return s.pools.find(r) != nil }
+
 // PoolUsage is one pool's utilisation.
 type PoolUsage struct {
 	Subnet netip.Prefix

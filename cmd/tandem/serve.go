@@ -108,7 +108,10 @@ type daemon struct {
 }
 
 // newEndpoint builds the RFC 8156 endpoint from the [failover] table.
-func newEndpoint(cfg *config.Config, st *raftstore.Store, log *zap.Logger, scfg server.Config) (*failover.Endpoint, error) {
+// covered answers whether a resource is in one of the server's pools; the
+// server is built after the endpoint (it takes the endpoint as its Policy),
+// so covered reads it through a pointer set before anything runs.
+func newEndpoint(cfg *config.Config, st *raftstore.Store, log *zap.Logger, scfg server.Config, srv **server.Server) (*failover.Endpoint, error) {
 	f := cfg.Failover
 	role, err := link.ParseRole(f.Role)
 	if err != nil {
@@ -121,31 +124,9 @@ func newEndpoint(cfg *config.Config, st *raftstore.Store, log *zap.Logger, scfg 
 	if f.TLSCert != "" {
 		lc.TLS = &link.TLSConfig{CertFile: f.TLSCert, KeyFile: f.TLSKey, CAFile: f.TLSCA}
 	}
-	covered := coveredBy(scfg)
+	covered := func(r fsm.Resource) bool { return (*srv).Covers(r) }
 	return failover.New(failover.Config{Link: lc, Machine: machine.Config{AutoPartnerDown: f.AutoPartnerDown.Duration, StartAlone: f.StartAlone},
 		Store: st, ExpiredHold: scfg.ExpiredHoldTime, Covered: covered, Logger: log})
-}
-
-// coveredBy reports whether a resource lies in one of the configured pools.
-func coveredBy(sc server.Config) func(fsm.Resource) bool {
-	return func(r fsm.Resource) bool {
-		for _, sn := range sc.Subnets {
-			if r.Type == fsm.IAPD {
-				for _, p := range sn.PDPools {
-					if int(r.Len) == p.DelegatedLength && p.Prefix.Contains(r.Addr()) {
-						return true
-					}
-				}
-				continue
-			}
-			for _, p := range sn.Pools {
-				if a := r.Addr(); !a.Less(p.First) && !p.Last.Less(a) {
-					return true
-				}
-			}
-		}
-		return false
-	}
 }
 
 func runDaemon(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
@@ -166,13 +147,14 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 	}()
 	scfg := serverConfig(cfg, log)
 	var ep *failover.Endpoint
+	var srv *server.Server
 	if cfg.Failover != nil {
-		if ep, err = newEndpoint(cfg, st, log, scfg); err != nil {
+		if ep, err = newEndpoint(cfg, st, log, scfg, &srv); err != nil {
 			return err
 		}
 		scfg.Policy = ep
 	}
-	srv, err := server.New(scfg, st)
+	srv, err = server.New(scfg, st)
 	if err != nil {
 		return err
 	}
