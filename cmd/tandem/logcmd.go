@@ -51,6 +51,8 @@ func logCommand(e *env) *cli.Command {
 			logInfoCommand(e),
 			logDumpCommand(e),
 			logReplayCommand(e),
+			logHistoryCommand(e),
+			logStatesCommand(e),
 		},
 	}
 }
@@ -196,6 +198,7 @@ func writeLogInfoText(w io.Writer, j jsonLogInfo) error {
 func logDumpCommand(e *env) *cli.Command {
 	var (
 		o        logOpts
+		ff       filterFlags
 		from, to uint64
 	)
 	return &cli.Command{
@@ -210,27 +213,35 @@ func logDumpCommand(e *env) *cli.Command {
 			"status is 0 even then (check stderr or the error lines); it is 1 only when the log\n" +
 			"cannot be opened or read at all.\n\n" +
 			"The output is always NDJSON, so --json is accepted and changes nothing.\n\n" +
+			"Filters: --since/--until keep the commands made in that time range; --resource and\n" +
+			"--duid keep only the txns that touch that lease or client, each narrowed to the ops\n" +
+			"that match (a delete matches --duid when the lease was that client's). For a readable\n" +
+			"timeline of one lease or client use `tandem log history`.\n\n" +
 			logOfflineNote,
-		Flags: append(o.flags(),
+		Flags: append(append(o.flags(),
 			&cli.Uint64Flag{Name: "from", Usage: "first index to print", DefaultText: "the first in the log", Destination: &from},
 			&cli.Uint64Flag{Name: "to", Usage: "last index to print", DefaultText: "the last in the log", Destination: &to},
 			&cli.BoolFlag{Name: "json", Usage: "accepted for uniformity: the output is always NDJSON"},
-		),
+		), ff.flags()...),
 		Action: func(c *cli.Context) error {
 			if to != 0 && from > to {
 				return cli.Exit(fmt.Sprintf("--from %d is after --to %d", from, to), exitUsage)
+			}
+			f, err := ff.parse()
+			if err != nil {
+				return err
 			}
 			r, err := o.open(e, c)
 			if err != nil {
 				return err
 			}
 			defer r.Close()
-			return logDump(e, r, from, to)
+			return logDump(e, r, from, to, f)
 		},
 	}
 }
 
-func logDump(e *env, r *raftstore.LogReader, from, to uint64) error {
+func logDump(e *env, r *raftstore.LogReader, from, to uint64, f *entryFilter) error {
 	in, err := r.Info()
 	if err != nil {
 		return cli.Exit(fmt.Sprintf("cannot read the log: %v", err), exitFailure)
@@ -250,13 +261,15 @@ func logDump(e *env, r *raftstore.LogReader, from, to uint64) error {
 	enc.SetEscapeHTML(false)
 	damaged, n := 0, 0
 	err = r.Entries(from, to, func(le *raftstore.LogEntry) error {
-		j := logEntryJSON(le)
 		if le.Err != nil {
 			damaged++
 			e.warnf("entry %d is damaged: %v", le.Index, le.Err)
 		}
-		n++
-		return enc.Encode(j)
+		ok, err := encodeFiltered(enc, f, le)
+		if ok {
+			n++
+		}
+		return err
 	})
 	if ferr := bw.Flush(); err == nil {
 		err = ferr
