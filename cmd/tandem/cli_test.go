@@ -155,3 +155,24 @@ func marshalMap(t *testing.T, v any) map[string]any {
 	}
 	return m
 }
+
+// TestCompletion: the scripts are printed, and the binary answers the
+// completion requests they make with the next words.
+func TestCompletion(t *testing.T) {
+	for _, sh := range []string{"bash", "zsh"} {
+		r := mustRun(t, "completion", sh)
+		if !strings.Contains(r.stdout, "--generate-bash-completion") || !strings.Contains(r.stdout, "tandem") {
+			t.Errorf("completion %s:\n%s", sh, r.stdout)
+		}
+	}
+	r := mustRun(t, "log", "--generate-bash-completion")
+	for _, w := range []string{"info", "dump", "replay", "history", "states"} {
+		if !strings.Contains("\n"+r.stdout, "\n"+w+"\n") {
+			t.Errorf("log completions lack %q:\n%s", w, r.stdout)
+		}
+	}
+	r = mustRun(t, "log", "history", "--re", "--generate-bash-completion")
+	if !strings.Contains(r.stdout, "--resource") {
+		t.Errorf("flag completion for --re: %q", r.stdout)
+	}
+}

@@ -139,7 +139,9 @@ func newApp(e *env) *cli.App {
 			failoverCommand(e),
 			snapshotCommand(e),
 			logCommand(e),
+			completionCommand(e),
 		},
+		EnableBashCompletion: true,
 	}
 	setUsageErrors(app.Commands)
 	return app
