@@ -229,6 +229,9 @@ type ReplayTarget struct {
 	LastIndex uint64
 	// Until stops before the first command made after this time (zero = no limit).
 	Until time.Time
+	// Progress, when set, is called after each log entry read with its
+	// index and the index the replay reads up to (for a progress display).
+	Progress func(index, last uint64)
 }
 
 // ReplayResult describes a replay.
@@ -284,7 +287,14 @@ func (r *LogReader) Replay(target ReplayTarget) (*ReplayResult, error) {
 			ErrNotReplayable, first)
 	}
 	stop := errors.New("stop")
+	_, last, _ := r.bounds()
+	if target.LastIndex != 0 && target.LastIndex < last {
+		last = target.LastIndex
+	}
 	err = r.Entries(start, target.LastIndex, func(e *LogEntry) error {
+		if target.Progress != nil {
+			target.Progress(e.Index, last)
+		}
 		if e.Err != nil {
 			res.Damaged = append(res.Damaged, e)
 			return nil

@@ -92,9 +92,20 @@ func TestApplyConcurrentReopenAndReplay(t *testing.T) {
 		t.Fatalf("OpenLog: %v", err)
 	}
 	defer lr.Close()
-	res, err := lr.Replay(ReplayTarget{})
+	var calls int
+	var prev, lastSeen uint64
+	res, err := lr.Replay(ReplayTarget{Progress: func(index, last uint64) {
+		if index <= prev || index > last {
+			t.Errorf("progress %d of %d after %d", index, last, prev)
+		}
+		prev, lastSeen = index, last
+		calls++
+	}})
 	if err != nil {
 		t.Fatalf("Replay: %v", err)
+	}
+	if calls == 0 || prev != lastSeen {
+		t.Errorf("progress: %d calls, ended at %d of %d", calls, prev, lastSeen)
 	}
 	if got := dump(res.State); got != want {
 		t.Fatalf("replayed state differs from live state")

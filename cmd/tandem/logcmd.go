@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/tandem-dhcp/tandem/fsm"
+	"github.com/tandem-dhcp/tandem/internal/progress"
 	"github.com/tandem-dhcp/tandem/raftstore"
 )
 
@@ -350,7 +351,13 @@ func logReplayCommand(e *env) *cli.Command {
 			}
 			defer r.Close()
 			start := time.Now()
+			bar := progress.New(e.stderr, "replaying", 0)
+			target.Progress = func(index, last uint64) {
+				bar.SetTotal(int64(last))
+				bar.Set(int64(index))
+			}
 			res, err := r.Replay(target)
+			bar.Done()
 			if err != nil {
 				return cli.Exit(fmt.Sprintf("cannot replay the log in %s: %v", o.dataDir, err), exitFailure)
 			}
