@@ -672,6 +672,17 @@ type Failover struct {
 	// within the startup time, instead of waiting in RECOVER (RFC 8156 §8.2,
 	// §8.3.2 step 1). For commissioning a primary before its secondary.
 	StartAlone bool `toml:"start-alone"`
+	// PrefixShare is the fraction (0 to 1) of each pd-pool's available
+	// delegable prefixes that the primary hands to the secondary as
+	// FREE-BACKUP (RFC 8156 §4.2.2 "configured proportion"; the RFC fixes no
+	// name or value). Default 0.5, the same half as the address split; 0
+	// gives the secondary none. Used by the primary.
+	PrefixShare *float64 `toml:"prefix-share"`
+	// PrefixRebalanceThreshold is the rebalancing hysteresis in prefixes:
+	// nothing moves while the secondary's count is within this many of its
+	// target (RFC 8156 §4.2.2 "threshold mechanism"). Default 8. Used by the
+	// primary.
+	PrefixRebalanceThreshold int `toml:"prefix-rebalance-threshold"`
 
 	// Parsed values, set by Validate.
 	ParsedLocal netip.AddrPort `toml:"-"`
@@ -700,6 +711,13 @@ func (c *Config) setFailoverDefaults() {
 	}
 	if f.MaxPendingConnections == 0 {
 		f.MaxPendingConnections = 4
+	}
+	if f.PrefixShare == nil {
+		v := 0.5
+		f.PrefixShare = &v
+	}
+	if f.PrefixRebalanceThreshold == 0 {
+		f.PrefixRebalanceThreshold = 8
 	}
 }
 
@@ -768,6 +786,12 @@ func (c *Config) validateFailover() []error {
 	}
 	if f.AutoPartnerDown.Duration < 0 {
 		add("auto-partner-down", "%v is negative (0 turns it off)", f.AutoPartnerDown.Duration)
+	}
+	if v := *f.PrefixShare; !(v >= 0 && v <= 1) {
+		add("prefix-share", "%v out of range 0..1 (the fraction of the delegable prefixes the secondary holds)", v)
+	}
+	if f.PrefixRebalanceThreshold < 1 || f.PrefixRebalanceThreshold > 1<<20 {
+		add("prefix-rebalance-threshold", "%d out of range 1..1048576", f.PrefixRebalanceThreshold)
 	}
 	if f.StartAlone && !strings.EqualFold(f.Role, "primary") {
 		add("start-alone", "applies to the primary only (a new secondary must first learn the primary's bindings)")

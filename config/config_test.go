@@ -190,8 +190,17 @@ func TestFailoverExampleParses(t *testing.T) {
 	}
 	if f.KeepaliveTime.Duration != time.Minute || f.MaxUnackedBndUpd != 64 || f.ConnectRetryMin.Duration != time.Second ||
 		f.ConnectRetryMax.Duration != 30*time.Second || f.HandshakeTimeout.Duration != 10*time.Second ||
-		f.MaxPendingConnections != 4 || f.AutoPartnerDown.Duration != 0 || f.TLSCert != "" {
+		f.MaxPendingConnections != 4 || f.AutoPartnerDown.Duration != 0 || f.TLSCert != "" ||
+		f.PrefixShare == nil || *f.PrefixShare != 0.5 || f.PrefixRebalanceThreshold != 8 {
 		t.Fatalf("defaults: %+v", f)
+	}
+	// prefix-share = 0 is a value (the secondary gets no prefixes), not the
+	// default; a whole number is a fraction too.
+	for doc, want := range map[string]float64{"prefix-share = 0": 0, "prefix-share = 1": 1} {
+		c, err := Parse("tandem.toml", []byte(strings.Replace(goodFailover, `mclt = "1h"`, "mclt = \"1h\"\n"+doc, 1)))
+		if err != nil || *c.Failover.PrefixShare != want {
+			t.Fatalf("%s: %v, %v", doc, err, c)
+		}
 	}
 	c, err = Parse("tandem.toml", []byte(good))
 	if err != nil || c.Failover != nil {
@@ -223,6 +232,8 @@ tls-cert = "` + filepath.Join(dir, "cert.pem") + `"
 tls-key = "` + filepath.Join(dir, "key.pem") + `"
 tls-ca = "` + filepath.Join(dir, "ca.pem") + `"
 auto-partner-down = "2h"
+prefix-share = 0.25
+prefix-rebalance-threshold = 3
 `
 	c, err := Parse("tandem.toml", []byte(doc))
 	if err != nil {
@@ -233,7 +244,8 @@ auto-partner-down = "2h"
 		f.MCLT.Duration != 30*time.Minute || f.KeepaliveTime.Duration != 20*time.Second || f.MaxUnackedBndUpd != 10 ||
 		f.ConnectRetryMin.Duration != 2*time.Second || f.ConnectRetryMax.Duration != time.Minute ||
 		f.HandshakeTimeout.Duration != 5*time.Second || f.MaxPendingConnections != 8 ||
-		f.TLSCA != filepath.Join(dir, "ca.pem") || f.AutoPartnerDown.Duration != 2*time.Hour {
+		f.TLSCA != filepath.Join(dir, "ca.pem") || f.AutoPartnerDown.Duration != 2*time.Hour ||
+		*f.PrefixShare != 0.25 || f.PrefixRebalanceThreshold != 3 {
 		t.Fatalf("parsed: %+v", f)
 	}
 }
@@ -258,6 +270,10 @@ func TestFailoverErrorsNameFileLineAndKey(t *testing.T) {
 		{"retry order", `mclt = "1h"`, "mclt = \"1h\"\nconnect-retry-min = \"1m\"\nconnect-retry-max = \"10s\"", []string{"tandem.toml:23", "failover.connect-retry-max"}},
 		{"pending", `mclt = "1h"`, "mclt = \"1h\"\nmax-pending-connections = -1", []string{"tandem.toml:22", "failover.max-pending-connections"}},
 		{"start-alone on a secondary", `role = "primary"`, "role = \"secondary\"\nstart-alone = true", []string{"failover.start-alone", "primary only"}},
+		{"prefix-share above 1", `mclt = "1h"`, "mclt = \"1h\"\nprefix-share = 1.5", []string{"tandem.toml:22", "failover.prefix-share", "0..1"}},
+		{"negative prefix-share", `mclt = "1h"`, "mclt = \"1h\"\nprefix-share = -0.1", []string{"tandem.toml:22", "failover.prefix-share"}},
+		{"prefix-share not a number", `mclt = "1h"`, "mclt = \"1h\"\nprefix-share = \"half\"", []string{"tandem.toml:22", "prefix-share"}},
+		{"negative threshold", `mclt = "1h"`, "mclt = \"1h\"\nprefix-rebalance-threshold = -2", []string{"tandem.toml:22", "failover.prefix-rebalance-threshold"}},
 		{"negative auto-partner-down", `mclt = "1h"`, "mclt = \"1h\"\nauto-partner-down = \"-1h\"", []string{"tandem.toml:22", "failover.auto-partner-down", "negative"}},
 		{"tls half", `mclt = "1h"`, "mclt = \"1h\"\ntls-cert = \"/etc/tandem/cert.pem\"", []string{"tandem.toml:16", "failover.tls-key", "all three"}},
 		{"tls missing file", `mclt = "1h"`, "mclt = \"1h\"\ntls-cert = \"/nonexistent/c\"\ntls-key = \"/nonexistent/k\"\ntls-ca = \"/nonexistent/a\"", []string{"tandem.toml:22", "failover.tls-cert", "/nonexistent/c"}},

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -18,6 +19,7 @@ import (
 	"github.com/tandem-dhcp/tandem/failover/wire"
 	"github.com/tandem-dhcp/tandem/fsm"
 	"github.com/tandem-dhcp/tandem/internal/clock"
+	"github.com/tandem-dhcp/tandem/server"
 )
 
 // Store is what the endpoint needs from the durable database
@@ -26,6 +28,22 @@ type Store interface {
 	Apply(cmd *fsm.Command) (uint64, error)
 	State() *fsm.State
 }
+
+// PrefixPools is what the endpoint needs from the DHCP server's
+// delegated-prefix pools for proportional allocation (*server.Server
+// implements it): per-pool counts, and the prefixes to move.
+type PrefixPools interface {
+	PrefixPools() []server.PrefixPool
+	PrefixCandidates(pool netip.Prefix, n int, unrecorded bool, want func(*fsm.Binding) bool) []fsm.Resource
+}
+
+// DefaultPrefixShare is the fraction of the available delegable prefixes
+// the primary hands to the secondary when Config.PrefixShare is nil: the
+// same half as the address split (RFC 8156 fixes no value).
+const DefaultPrefixShare = 0.5
+
+// DefaultPrefixThreshold is Config.PrefixThreshold's default, in prefixes.
+const DefaultPrefixThreshold = 8
 
 // Config configures an Endpoint.
 type Config struct {
@@ -47,8 +65,26 @@ type Config struct {
 	// ScanInterval is how often owed updates are looked for besides the
 	// wake-ups (default 5s).
 	ScanInterval time.Duration
-	Clock        clock.Clock
-	Logger       *zap.Logger
+	// Pools are the server's delegated-prefix pools, which the primary
+	// rebalances (RFC 8156 §4.2.2); nil: no proportional allocation.
+	Pools PrefixPools
+	// PrefixShare is the fraction of each pool's available delegable
+	// prefixes the secondary should hold as FREE-BACKUP (clamped to [0, 1];
+	// 0: none). nil means DefaultPrefixShare. Primary only.
+	PrefixShare *float64
+	// PrefixThreshold is the rebalancing hysteresis in prefixes: nothing
+	// moves while the secondary's count is within it of the target
+	// (default DefaultPrefixThreshold). Primary only.
+	PrefixThreshold int
+	// RebalanceInterval is how often the primary checks the balance in
+	// NORMAL besides the secondary's POOLREQs (default 1m).
+	RebalanceInterval time.Duration
+	// SweepInterval is how often, in PARTNER-DOWN, unacknowledged EXPIRED,
+	// RELEASED and RESET bindings whose wait is over are freed (RFC 8156
+	// §7.2 event 4; default 10s).
+	SweepInterval time.Duration
+	Clock         clock.Clock
+	Logger        *zap.Logger
 }
 
 // Endpoint is one RFC 8156 failover endpoint: it drives the state machine
@@ -59,8 +95,10 @@ type Config struct {
 //
 // Goroutines: Run owns the state machine; every link callback and timer is
 // turned into a closure executed by Run's loop goroutine, one at a time.
-// The sender goroutine sends owed updates; BNDUPDs from the partner are
-// handled by short-lived goroutines (each commits, then replies). Policy
+// The sender goroutine sends owed updates (and the secondary's POOLREQ after
+// them); the housekeeper goroutine rebalances delegable prefixes (primary)
+// and runs the PARTNER-DOWN sweep; BNDUPDs from the partner are handled by
+// short-lived goroutines (each commits, then replies). Policy
 // methods may be called from any goroutine: they read an atomically
 // published snapshot of the service the state allows.
 type Endpoint struct {
@@ -76,6 +114,17 @@ type Endpoint struct {
 	queue   []func()
 	kick    chan struct{}
 	wake    chan struct{} // sender
+	// poolReqDue: the secondary owes a POOLREQ, sent by the sender after the
+	// first pass that starts once it is set (after the owed updates).
+	poolReqDue atomic.Bool
+	// poolReqSeen: the secondary sent POOLREQ on this connection, so its
+	// owed updates are in (§8.8): only then does the primary rebalance on
+	// its own (entering NORMAL, periodic checks). Loop goroutine writes.
+	poolReqSeen atomic.Bool
+	// poolReq carries POOLREQ transaction-ids to the housekeeper;
+	// rebalanceNow asks it for a balance check (the primary entered NORMAL).
+	poolReq      chan uint32
+	rebalanceNow chan struct{}
 
 	svc   atomic.Pointer[machine.Service]
 	local atomic.Pointer[wire.StateInfo]
@@ -123,6 +172,19 @@ func New(cfg Config) (*Endpoint, error) {
 	if cfg.ScanInterval == 0 {
 		cfg.ScanInterval = 5 * time.Second
 	}
+	if cfg.PrefixShare == nil {
+		v := DefaultPrefixShare
+		cfg.PrefixShare = &v
+	}
+	if cfg.PrefixThreshold == 0 {
+		cfg.PrefixThreshold = DefaultPrefixThreshold
+	}
+	if cfg.RebalanceInterval == 0 {
+		cfg.RebalanceInterval = time.Minute
+	}
+	if cfg.SweepInterval == 0 {
+		cfg.SweepInterval = 10 * time.Second
+	}
 	if cfg.Link.Clock == nil {
 		cfg.Link.Clock = cfg.Clock
 	}
@@ -132,7 +194,7 @@ func New(cfg Config) (*Endpoint, error) {
 	cfg.Machine.Role = cfg.Link.Role
 	cfg.Machine.MCLT = cfg.Link.MCLT
 	e := &Endpoint{cfg: cfg, log: cfg.Logger.Named("failover"), clock: cfg.Clock, state: cfg.Store.State(),
-		role: cfg.Link.Role, kick: make(chan struct{}, 1), wake: make(chan struct{}, 1),
+		role: cfg.Link.Role, kick: make(chan struct{}, 1), wake: make(chan struct{}, 1), poolReq: make(chan uint32, 4), rebalanceNow: make(chan struct{}, 1),
 		timers: map[machine.TimerKind]clock.Timer{}, inflight: map[uint32]*update.Update{},
 		busy: map[fsm.Resource]struct{}{}, updReq: map[uint32]uint64{}, unsent: map[fsm.Resource]struct{}{},
 		waiters: map[uint32]chan struct{}{}}
@@ -168,9 +230,10 @@ func (e *Endpoint) Run(ctx context.Context) error {
 	defer e.state.AddObserver(owedObserver{e})()
 	var wg sync.WaitGroup
 	linkErr := make(chan error, 1)
-	wg.Add(2)
+	wg.Add(3)
 	go func() { defer wg.Done(); linkErr <- e.link.Run(ctx) }()
 	go func() { defer wg.Done(); e.sender(ctx) }()
+	go func() { defer wg.Done(); e.housekeeper(ctx) }()
 	for {
 		select {
 		case <-ctx.Done():
@@ -259,10 +322,12 @@ func (e *Endpoint) publish() {
 // stored record (restart): nothing unstored is ever published or announced
 // (S2). do reports whether the batch ran to the end.
 func (e *Endpoint) do(acts []machine.Action) bool {
+	normal, wake := false, false
 	for _, a := range acts {
 		switch a.Kind {
 		case machine.EnterState:
 			e.log.Info("failover state", zap.Stringer("from", a.From), zap.Stringer("to", a.To), zap.String("reason", a.Reason))
+			normal = a.To == wire.StateNormal
 		case machine.Persist:
 			rec := a.Record
 			if _, err := e.cfg.Store.Apply(&fsm.Command{Type: fsm.CmdSetEndpoint, Time: e.clock.Now().UnixNano(),
@@ -291,9 +356,12 @@ func (e *Endpoint) do(acts []machine.Action) bool {
 				e.log.Warn("send update request", zap.Stringer("type", msg.Type), zap.Error(err))
 			}
 		case machine.FlushUpdates:
-			e.wakeSender()
+			wake = true // after publish: the sender sends only in the new state
 		case machine.SendPoolReq:
-			_ = e.link.Send(wire.NewPoolReq(e.link.NewXID(), 0))
+			// After the owed updates of the FlushUpdates before it are
+			// queued (§8.8): the sender's next pass sends it.
+			e.poolReqDue.Store(true)
+			wake = true
 		case machine.SetTimer:
 			if t := e.timers[a.Timer]; t != nil {
 				t.Stop()
@@ -315,6 +383,17 @@ func (e *Endpoint) do(acts []machine.Action) bool {
 		}
 	}
 	e.publish()
+	if wake {
+		e.wakeSender()
+	}
+	if normal && e.role == update.Primary && e.poolReqSeen.Load() {
+		// The secondary's POOLREQ came while we were not yet in NORMAL:
+		// check the balance now rather than at the next interval.
+		select {
+		case e.rebalanceNow <- struct{}{}:
+		default:
+		}
+	}
 	return true
 }
 
@@ -362,6 +441,8 @@ func (e *Endpoint) Up(p link.Partner) {
 func (e *Endpoint) Down(err error) {
 	e.enqueue(func() {
 		e.releaseWaiters()
+		e.poolReqDue.Store(false)
+		e.poolReqSeen.Store(false)
 		e.mu.Lock()
 		e.updReq = map[uint32]uint64{}
 		e.mu.Unlock()
@@ -413,8 +494,15 @@ func (e *Endpoint) Receive(msg *wire.Message, at time.Time) {
 		e.enqueue(func() { e.m.Contact(at) })
 		go e.answerUpdReq(msg.XID, msg.Type == wire.MsgUpdReqAll)
 	case wire.MsgPoolReq:
-		e.enqueue(func() { e.m.Contact(at) })
-		_ = e.link.Send(wire.NewPoolResp(msg.XID, 0))
+		e.enqueue(func() { // after any Down of an earlier connection
+			e.m.Contact(at)
+			e.poolReqSeen.Store(true)
+			select {
+			case e.poolReq <- msg.XID: // rebalance, then POOLRESP
+			default: // a rebalance is already due: it covers this request too
+				_ = e.link.Send(wire.NewPoolResp(msg.XID, 0))
+			}
+		})
 	default:
 		e.enqueue(func() { e.m.Contact(at) })
 	}
@@ -564,6 +652,8 @@ func (e *Endpoint) sender(ctx context.Context) {
 		if !e.sending() {
 			continue
 		}
+		// A POOLREQ owed before this pass began goes out after it (§8.8).
+		poolReq := e.poolReqDue.Swap(false)
 		var from fsm.Resource
 		started := false
 		for ctx.Err() == nil && e.sending() {
@@ -594,6 +684,11 @@ func (e *Endpoint) sender(ctx context.Context) {
 			}
 			if len(owed) < 511 {
 				break
+			}
+		}
+		if poolReq && e.sending() {
+			if err := e.link.Send(wire.NewPoolReq(e.link.NewXID(), 0)); err != nil {
+				e.log.Debug("send POOLREQ", zap.Error(err))
 			}
 		}
 	}
@@ -704,8 +799,8 @@ func (e *Endpoint) MayAllocate() bool { return e.svc.Load().Allocate != machine.
 // AddressParity: bit 127, primary 1, secondary 0 (RFC 8156 §4.2.1).
 func (e *Endpoint) AddressParity() int { return update.AddressParity(e.role) }
 
-// Available applies the RFC 8156 reuse rules.
-func (e *Endpoint) Available(b *fsm.Binding, duid string) bool {
+// conditions are the allocation rules' view of the endpoint now.
+func (e *Endpoint) conditions() update.Conditions {
 	svc := e.svc.Load()
 	c := update.Conditions{Role: e.role, MCLT: e.cfg.Link.MCLT, PartnerDown: !svc.PartnerDown.IsZero(),
 		Sent: func(b *fsm.Binding) bool {
@@ -717,6 +812,30 @@ func (e *Endpoint) Available(b *fsm.Binding, duid string) bool {
 	if c.PartnerDown {
 		c.PartnerDownTime = svc.PartnerDown.Unix()
 	}
+	return c
+}
+
+// Available applies the RFC 8156 reuse rules.
+func (e *Endpoint) Available(b *fsm.Binding, duid string) bool {
+	return update.Available(e.conditions(), b, duid, e.clock.Now())
+}
+
+// PartnerPool: in PARTNER-DOWN from PD + MCLT on (RFC 8156 §8.4.1).
+func (e *Endpoint) PartnerPool() bool {
+	c := e.conditions()
+	return c.PartnerDown && e.clock.Now().Unix() >= update.PartnerPoolAt(c.PartnerDownTime, c.MCLT)
+}
+
+// PartnerAvailable is Available with this server's own prefixes of b's
+// pool used up (update.Conditions.OwnPrefixesExhausted: the server calls it
+// only after its own pool had nothing left), for prefixes not bound to a
+// client.
+func (e *Endpoint) PartnerAvailable(b *fsm.Binding, duid string) bool {
+	if b.Resource.Type != fsm.IAPD || b.Status == fsm.StatusActive {
+		return false
+	}
+	c := e.conditions()
+	c.OwnPrefixesExhausted = true
 	return update.Available(c, b, duid, e.clock.Now())
 }
 

@@ -148,6 +148,10 @@ type node struct {
 	// onReceive, if set, sees every message the link delivers to the
 	// endpoint ep, just before ep does (on the link's goroutine).
 	onReceive func(ep *Endpoint, m *wire.Message)
+	// cfgEndpoint and cfgServer, if set, adjust the endpoint's and the DHCP
+	// server's configuration before each start.
+	cfgEndpoint func(*Config)
+	cfgServer   func(*server.Config)
 
 	st     *raftstore.Store
 	store  Store
@@ -205,8 +209,12 @@ func (n *node) start() {
 	} else {
 		lc.Local, lc.Peer = secAddr, priAddr
 	}
-	ep, err := New(Config{Link: lc, Machine: machine.Config{}, Store: n.store, ExpiredHold: time.Hour,
-		Covered: covered, Clock: n.p.clk, Logger: log})
+	ecfg := Config{Link: lc, Machine: machine.Config{}, Store: n.store, ExpiredHold: time.Hour,
+		Covered: covered, Clock: n.p.clk, Logger: log}
+	if n.cfgEndpoint != nil {
+		n.cfgEndpoint(&ecfg)
+	}
+	ep, err := New(ecfg)
 	if err != nil {
 		st.Close()
 		t.Fatalf("%s: failover.New: %v", n.name, err)
@@ -220,12 +228,16 @@ func (n *node) start() {
 		ep.link = l
 	}
 	scfg := serverConfig()
+	if n.cfgServer != nil {
+		n.cfgServer(&scfg)
+	}
 	scfg.Policy, scfg.Clock, scfg.Logger = ep, n.p.clk, log.Named("dhcp")
 	srv, err := server.New(scfg, n.store)
 	if err != nil {
 		st.Close()
 		t.Fatalf("%s: server.New: %v", n.name, err)
 	}
+	ep.cfg.Pools = srv // built after the endpoint, as in cmd/tandem; before Run
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	n.ep, n.srv, n.cancel, n.done = ep, srv, cancel, done

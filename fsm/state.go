@@ -494,6 +494,13 @@ func (v *View) Ascend(from Resource, fn func(*Binding) bool) {
 	v.t.bindings.AscendGreaterOrEqual(&Binding{Resource: from}, fn)
 }
 
+// Descend calls fn for each binding with resource <= from, in descending
+// resource order, until fn returns false. fn must not keep or modify the
+// pointer's target.
+func (v *View) Descend(from Resource, fn func(*Binding) bool) {
+	v.t.bindings.DescendLessOrEqual(&Binding{Resource: from}, fn)
+}
+
 // AscendRange is Ascend over [from, to).
 func (v *View) AscendRange(from, to Resource, fn func(*Binding) bool) {
 	v.t.bindings.AscendRange(&Binding{Resource: from}, &Binding{Resource: to}, fn)

@@ -777,6 +777,14 @@ func TestAscendRange(t *testing.T) {
 	if strings.Join(got, ",") != "2001:db8::7,2001:db8::8" {
 		t.Fatalf("Ascend with stop = %v", got)
 	}
+	got = nil
+	v.Descend(na("2001:db8::7"), func(b *Binding) bool {
+		got = append(got, b.Resource.Addr().String())
+		return len(got) < 3
+	})
+	if strings.Join(got, ",") != "2001:db8::7,2001:db8::6,2001:db8::5" {
+		t.Fatalf("Descend with stop = %v", got)
+	}
 }
 
 // TestConcurrentReaders runs readers and views against a live applier; run

@@ -9,7 +9,11 @@
 // (ingress interface or the innermost relay's link-address), the pools and
 // their allocators, and the rule that a Reply leaves only after the
 // transaction's binding changes are committed to the store (one log entry
-// per client transaction).
+// per client transaction). For a failover partner it also counts and lists
+// the delegable prefixes of each PD pool (PrefixPools, PrefixCandidates:
+// bounded by the pool's records plus what is returned, never by its size),
+// and, when Policy.PartnerPool allows it, falls back to the partner's
+// prefixes in a PD pool with no own prefix left.
 //
 // It must never: import package failover (failover plugs in through the
 // Policy interface defined here), send a Reply or commit a lease from an

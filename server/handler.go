@@ -608,6 +608,21 @@ func (s *Server) planIA(req *request, md mode, in iaIn, plan *txnPlan, out *iaOu
 			return
 		}
 	}
+	// This server's own prefixes are used up: the partner's, where the
+	// failover rules allow them (Policy.PartnerPool).
+	if in.typ == fsm.IAPD && s.policy.PartnerPool() {
+		for _, p := range sn.pools {
+			if p.typ != fsm.IAPD {
+				continue
+			}
+			if r, slot, rev, ok := s.pickPartner(p, req.duid, plan); ok {
+				plan.resv = append(plan.resv, reservation{p, slot})
+				out.leases = append(out.leases, s.grant(req, md, plan, in, r, rev, nil))
+				plan.anyOK = true
+				return
+			}
+		}
+	}
 	s.metrics.inc(mAllocFail)
 	setStatus(noAvail, "no addresses available")
 	if in.typ == fsm.IAPD {

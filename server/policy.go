@@ -42,6 +42,16 @@ type Policy interface {
 	// a secondary allocates only prefixes handed to it (FREE-BACKUP). It
 	// must not change while serving.
 	UntrackedAvailable(t fsm.IAType) bool
+	// PartnerPool reports whether, right now, a delegated-prefix pool in
+	// which this server has no available prefix left may still give out
+	// some of its partner's (RFC 8156 §8.4.1: in PARTNER-DOWN, from PD +
+	// MCLT on). It is cheap: when false the server does not search.
+	PartnerPool() bool
+	// PartnerAvailable reports whether prefix binding b, in a pool in which
+	// this server has no available prefix left, may be given to client
+	// duid because the partner's prefixes may now be used. A prefix with no
+	// record is passed as FREE with no client.
+	PartnerAvailable(b *fsm.Binding, duid string) bool
 }
 
 // Standalone is the policy of a server without a partner: it answers every
@@ -85,6 +95,12 @@ func (p Standalone) Free(now time.Time, b *fsm.Binding, _ bool) {
 
 // UntrackedAvailable is true: every unrecorded resource is free.
 func (Standalone) UntrackedAvailable(fsm.IAType) bool { return true }
+
+// PartnerPool is false: a standalone server has no partner.
+func (Standalone) PartnerPool() bool { return false }
+
+// PartnerAvailable is false: a standalone server has no partner.
+func (Standalone) PartnerAvailable(*fsm.Binding, string) bool { return false }
 
 // Changed owes no partner anything.
 func (Standalone) Changed(_ time.Time, b *fsm.Binding) {

@@ -85,6 +85,9 @@ type pool struct {
 	first  u128 // first and last address the pool covers (any parity)
 	last   u128
 
+	// pdPrefix is a PD pool's configured prefix (zero for address pools).
+	pdPrefix netip.Prefix
+
 	// untrackedFree: a slot with no binding is free for this server (else
 	// only slots whose binding is available are, see Policy.UntrackedAvailable).
 	untrackedFree bool
@@ -129,7 +132,7 @@ func newAddrPool(sn *subnet, first, last netip.Addr, parity int) *pool {
 // newPDPool covers prefix, delegating prefixes of length dlen.
 func newPDPool(sn *subnet, prefix netip.Prefix, dlen int) *pool {
 	p := &pool{subnet: sn, typ: fsm.IAPD, plen: uint8(dlen), step: 1, shift: uint(128 - dlen),
-		reserved: map[uint64]struct{}{}}
+		reserved: map[uint64]struct{}{}, pdPrefix: prefix.Masked()}
 	p.base = u128From(prefix.Masked().Addr().As16())
 	p.first = p.base
 	p.last = u128From(lastAddr(prefix).As16())

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net/netip"
 	"os"
 	"os/signal"
 	"runtime"
@@ -126,7 +127,18 @@ func newEndpoint(cfg *config.Config, st *raftstore.Store, log *zap.Logger, scfg 
 	}
 	covered := func(r fsm.Resource) bool { return (*srv).Covers(r) }
 	return failover.New(failover.Config{Link: lc, Machine: machine.Config{AutoPartnerDown: f.AutoPartnerDown.Duration, StartAlone: f.StartAlone},
-		Store: st, ExpiredHold: scfg.ExpiredHoldTime, Covered: covered, Logger: log})
+		Store: st, ExpiredHold: scfg.ExpiredHoldTime, Covered: covered, Pools: latePools{srv},
+		PrefixShare: f.PrefixShare, PrefixThreshold: f.PrefixRebalanceThreshold, Logger: log})
+}
+
+// latePools is the server's prefix pools for the endpoint, read through
+// the pointer that is set once the server exists (before anything runs).
+type latePools struct{ srv **server.Server }
+
+func (l latePools) PrefixPools() []server.PrefixPool { return (*l.srv).PrefixPools() }
+
+func (l latePools) PrefixCandidates(pool netip.Prefix, n int, unrecorded bool, want func(*fsm.Binding) bool) []fsm.Resource {
+	return (*l.srv).PrefixCandidates(pool, n, unrecorded, want)
 }
 
 func runDaemon(ctx context.Context, cfg *config.Config, log *zap.Logger) error {

@@ -54,9 +54,10 @@
 // Updates(SelectAll(every binding)); send them within the partner's window
 // and UPDDONE once every one has been answered. Entering NORMAL: the same as
 // UPDREQ; the secondary then sends POOLREQ. POOLREQ on the primary: per
-// pool, Rebalance(free, backup, share, threshold); commit GiveOp for each
-// Give then send LonePrefixFor of the committed binding; send TakeBack for
-// each Take; POOLRESP at any point. The periodic scan sends SelectOwed,
+// pool, Rebalance(free count, backup count, share, threshold); pick Give
+// available prefixes and commit GiveOp for each, then send LonePrefixFor of
+// the committed bindings; pick Take FREE-BACKUP prefixes and send TakeBack
+// for each; POOLRESP at any point. The periodic scan sends SelectOwed,
 // including the FlagResent ones that SelectEager holds back.
 //
 // PARTNER-DOWN: Grant with PartnerDown (no cap); Available with the
@@ -186,9 +187,12 @@
 //  25. No binding for a delegable prefix means FREE, the primary's (§4.2.2:
 //     all start as the primary's); only FREE-BACKUP must be recorded.
 //  26. Rebalancing (§4.2.2 "some threshold mechanism"): the secondary's
-//     target is round(share × available); nothing moves while its count is
-//     within threshold of the target, unless a side that should hold some
-//     holds none; moves go all the way to the target (hysteresis). The
+//     target is round(share × available), at most MaxBackup per pool (each
+//     FREE-BACKUP prefix is a record in both databases); nothing moves while
+//     its count is within threshold of the target, unless a side that should
+//     hold some holds none; moves go all the way to the target (hysteresis).
+//     Rebalance works on counts, so pools of 2^32 prefixes cost nothing to
+//     decide; the caller picks which prefixes move. The
 //     primary commits FREE-BACKUP before sending it (it MUST NOT allocate
 //     the prefix once sent) but commits a take-back (FREE) only when the
 //     secondary accepts it.

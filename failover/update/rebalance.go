@@ -3,71 +3,71 @@ package update
 import (
 	"fmt"
 	"math"
-	"slices"
 	"time"
 
 	"github.com/tandem-dhcp/tandem/fsm"
 )
 
-// Balance says which available delegable prefixes of one pool the primary
-// moves (RFC 8156 §4.2.2, §7.2 event 7).
+// Balance says how many available delegable prefixes of one pool the
+// primary moves (RFC 8156 §4.2.2, §7.2 event 7). Which ones is the
+// caller's choice (Tandem: the highest-addressed, server.PrefixCandidates).
 type Balance struct {
-	// Give are FREE prefixes to hand to the secondary: for each, commit
-	// GiveOp, then send the lone-IAPREFIX FREE-BACKUP BNDUPD
+	// Give is how many FREE prefixes to hand to the secondary: for each,
+	// commit GiveOp, then send the lone-IAPREFIX FREE-BACKUP BNDUPD
 	// (LonePrefixFor on the committed binding).
-	Give []fsm.Resource
-	// Take are FREE-BACKUP prefixes to take back: for each, send TakeBack's
-	// update; the FREE status is committed when the BNDREPLY accepts it.
-	Take []fsm.Resource
+	Give uint64
+	// Take is how many FREE-BACKUP prefixes to take back: for each, send
+	// TakeBack's update; the FREE status is committed when the BNDREPLY
+	// accepts it.
+	Take uint64
 }
+
+// MaxBackup caps the secondary's target per pool: every FREE-BACKUP prefix
+// is a record in both databases, so a share of a pool of 2^32 prefixes
+// must not become 2^31 records. 65536 prefixes serve 65536 new clients
+// while the primary is unreachable.
+const MaxBackup = 1 << 16
 
 // Target returns how many of total available prefixes the secondary should
 // hold for a configured share (the fraction held by the secondary, clamped
-// to [0, 1]; the RFC fixes no value or name for it), rounded to nearest.
-func Target(total int, share float64) int {
+// to [0, 1]; the RFC fixes no value or name for it), rounded to nearest,
+// and at most MaxBackup.
+func Target(total uint64, share float64) uint64 {
 	switch {
 	case !(share > 0):
 		return 0
 	case share >= 1:
-		return total
+		return min(total, MaxBackup)
 	}
-	return int(math.Round(share * float64(total)))
+	return min(uint64(math.Round(share*float64(total))), MaxBackup)
 }
 
 // Rebalance decides the proportional-allocation moves for one pool, on the
-// primary: free are the available prefixes the primary owns (FREE, or with
-// no binding), backup those the secondary owns (FREE-BACKUP), share the
-// fraction the secondary should hold, threshold the hysteresis in prefixes.
+// primary: free counts the available prefixes the primary owns (FREE, or
+// with no binding), backup those the secondary owns (FREE-BACKUP), share is
+// the fraction the secondary should hold, threshold the hysteresis in
+// prefixes.
 //
 // Nothing moves while the secondary's count is within threshold of
-// Target(len(free)+len(backup), share) (RFC 8156 §4.2.2: "SHOULD employ some
+// Target(free+backup, share) (RFC 8156 §4.2.2: "SHOULD employ some
 // threshold mechanism"), unless one side has none at all while it should
 // have some (the initial allocation after the first POOLREQ, or a primary
 // left with nothing). When something moves, the counts move all the way to
 // the target, so that the next move needs another drift of more than
-// threshold. Given prefixes are the highest-addressed FREE ones, taken back
-// prefixes the highest-addressed FREE-BACKUP ones; the result is
-// deterministic.
-func Rebalance(free, backup []fsm.Resource, share float64, threshold int) Balance {
-	target := Target(len(free)+len(backup), share)
-	diff := target - len(backup)
-	act := diff > threshold || -diff > threshold ||
-		(diff > 0 && len(backup) == 0) || (diff < 0 && len(free) == 0)
+// threshold.
+func Rebalance(free, backup uint64, share float64, threshold int) Balance {
+	target := Target(free+backup, share)
+	th := uint64(max(threshold, 0))
 	var bal Balance
-	if !act || diff == 0 {
-		return bal
-	}
-	pick := func(rs []fsm.Resource, n int) []fsm.Resource {
-		s := slices.Clone(rs)
-		slices.SortFunc(s, fsm.Resource.Compare)
-		out := s[len(s)-n:]
-		slices.Reverse(out)
-		return out
-	}
-	if diff > 0 {
-		bal.Give = pick(free, diff)
-	} else {
-		bal.Take = pick(backup, -diff)
+	switch {
+	case target > backup:
+		if d := target - backup; d > th || backup == 0 {
+			bal.Give = min(d, free)
+		}
+	case backup > target:
+		if d := backup - target; d > th || free == 0 {
+			bal.Take = d
+		}
 	}
 	return bal
 }

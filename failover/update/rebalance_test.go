@@ -1,84 +1,61 @@
 package update
 
 import (
-	"fmt"
-	"slices"
 	"testing"
 	"time"
 
 	"github.com/tandem-dhcp/tandem/fsm"
 )
 
-func prefixes(from, to int) []fsm.Resource {
-	var out []fsm.Resource
-	for i := from; i < to; i++ {
-		out = append(out, pd(fmt.Sprintf("2001:db8:%x::/56", i)))
-	}
-	return out
-}
-
 // TestRebalanceHysteresis walks a pool through POOLREQs: the initial
 // allocation, drift within the threshold (nothing moves), drift beyond it
 // (back to the target), and the primary running low (take back).
 func TestRebalanceHysteresis(t *testing.T) {
-	free, backup := prefixes(0, 100), []fsm.Resource(nil)
+	free, backup := uint64(100), uint64(0)
 	const share, threshold = 0.3, 5
-	move := func(step string, wantGive, wantTake int) {
+	move := func(step string, wantGive, wantTake uint64) {
 		t.Helper()
 		bal := Rebalance(free, backup, share, threshold)
-		if len(bal.Give) != wantGive || len(bal.Take) != wantTake {
-			t.Fatalf("%s: give %d take %d, want %d and %d (free %d, backup %d)", step, len(bal.Give), len(bal.Take),
-				wantGive, wantTake, len(free), len(backup))
+		if bal.Give != wantGive || bal.Take != wantTake {
+			t.Fatalf("%s: give %d take %d, want %d and %d (free %d, backup %d)", step, bal.Give, bal.Take,
+				wantGive, wantTake, free, backup)
 		}
-		for _, r := range bal.Give {
-			i := slices.Index(free, r)
-			if i < 0 {
-				t.Fatalf("%s: gives %v, not the primary's", step, r)
-			}
-			free = slices.Delete(free, i, i+1)
-			backup = append(backup, r)
-		}
-		for _, r := range bal.Take {
-			i := slices.Index(backup, r)
-			if i < 0 {
-				t.Fatalf("%s: takes %v, not the secondary's", step, r)
-			}
-			backup = slices.Delete(backup, i, i+1)
-			free = append(free, r)
-		}
+		free, backup = free-bal.Give+bal.Take, backup+bal.Give-bal.Take
 	}
 	move("initial POOLREQ", 30, 0)
 	move("balanced", 0, 0)
-	backup = backup[:26] // the secondary delegated 4: target round(0.3*96) = 29, 3 short
+	backup = 26 // the secondary delegated 4: target round(0.3*96) = 29, 3 short
 	move("3 short, within threshold", 0, 0)
-	backup = backup[:23] // 3 more: target round(0.3*93) = 28, 5 short
+	backup = 23 // 3 more: target round(0.3*93) = 28, 5 short
 	move("5 short, at threshold", 0, 0)
-	backup = backup[:22] // target round(0.3*92) = 28, 6 short: top up to the target
+	backup = 22 // target round(0.3*92) = 28, 6 short: top up to the target
 	move("6 short", 6, 0)
 	move("after top-up", 0, 0)
-	free = free[:10] // the primary delegated most of its own: 10 + 28 = 38, target 11, 17 too many
+	free = 10 // the primary delegated most of its own: 10 + 28 = 38, target 11, 17 too many
 	move("primary low", 0, 17)
 	move("after take-back", 0, 0)
 
 	// One side empty while it should hold some: moves whatever the threshold.
-	if bal := Rebalance(prefixes(0, 10), nil, 0.3, 100); len(bal.Give) != 3 {
-		t.Fatalf("initial allocation with a large threshold: %v", bal)
+	if bal := Rebalance(10, 0, 0.3, 100); bal.Give != 3 {
+		t.Fatalf("initial allocation with a large threshold: %+v", bal)
 	}
-	if bal := Rebalance(nil, prefixes(0, 10), 0.3, 100); len(bal.Take) != 7 {
-		t.Fatalf("primary with none left: %v", bal)
+	if bal := Rebalance(0, 10, 0.3, 100); bal.Take != 7 {
+		t.Fatalf("primary with none left: %+v", bal)
 	}
-	if bal := Rebalance(prefixes(0, 10), nil, 0, 0); len(bal.Give)+len(bal.Take) != 0 {
-		t.Fatalf("share 0: %v", bal)
+	if bal := Rebalance(10, 0, 0, 0); bal != (Balance{}) {
+		t.Fatalf("share 0: %+v", bal)
 	}
-	// Deterministic: the highest-addressed prefixes move, whatever the order.
-	in := prefixes(0, 20)
-	slices.Reverse(in)
-	bal := Rebalance(in, nil, 0.25, 0)
-	if !slices.Equal(bal.Give, []fsm.Resource{pd("2001:db8:13::/56"), pd("2001:db8:12::/56"),
-		pd("2001:db8:11::/56"), pd("2001:db8:10::/56"), pd("2001:db8:f::/56")}) {
-		t.Fatalf("give %v", bal.Give)
+	if bal := Rebalance(0, 0, 0.5, 0); bal != (Balance{}) {
+		t.Fatalf("empty pool: %+v", bal)
 	}
-	if Target(7, 1.5) != 7 || Target(7, -1) != 0 || Target(10, 0.25) != 3 {
+	// A huge pool: the secondary's target is capped at MaxBackup.
+	if bal := Rebalance(1<<32, 0, 0.5, 8); bal.Give != MaxBackup {
+		t.Fatalf("2^32 prefixes: %+v, want Give = MaxBackup", bal)
+	}
+	if bal := Rebalance(1<<32, MaxBackup+100, 0.5, 8); bal.Take != 100 {
+		t.Fatalf("above MaxBackup: %+v, want Take 100", bal)
+	}
+	if Target(7, 1.5) != 7 || Target(7, -1) != 0 || Target(10, 0.25) != 3 || Target(1<<40, 1) != MaxBackup {
 		t.Fatal("Target clamping or rounding")
 	}
 }
