@@ -759,7 +759,13 @@ func TestPairPersistFailure(t *testing.T) {
 	if s := p.sec.state(); s != "STARTUP" {
 		t.Errorf("secondary in %s after the failed persist, want STARTUP (restarted from its stored record)", s)
 	}
-	waitFor(t, "the primary to see the connection dropped", func() bool { return p.pri.stats().Downs["partner-disconnect"] > 0 })
+	// The secondary's DISCONNECT, or, when the primary was writing at that
+	// moment, a failed write: either way the primary must see the connection
+	// go and leave NORMAL before the reconnection below.
+	waitFor(t, "the primary to see the connection dropped", func() bool {
+		d := p.pri.stats().Downs
+		return d["partner-disconnect"]+d["connection-lost"] > 0 && len(p.pri.statesSince(nPri)) > 0
+	})
 	p.connect()
 	p.waitStates("NORMAL", "NORMAL")
 	if st := p.pri.statesSince(nPri); !slices.Equal(st, []string{"COMMUNICATIONS-INTERRUPTED", "NORMAL"}) {
