@@ -16,6 +16,12 @@ package failover
 //
 //	TANDEM_RESYNC_N=1000000 go test ./failover -run '^$' -bench BenchmarkResync -benchtime 1x -v
 //
+// TANDEM_RESYNC_WINDOW sets the secondary's max-unacked-bndupd;
+// TANDEM_RESYNC_CHILD_CPUPROFILE=FILE profiles the secondary process.
+//
+// Both processes run with `tandem serve`'s default GC target (400) and
+// GOMAXPROCS floor (4) unless GOGC or GOMAXPROCS are set.
+//
 // Memory: each process samples its own HeapInuse every 50 ms. The primary's
 // transient is its peak during the transfer minus its heap before it (the
 // table is resident in both); the secondary's is its peak minus its heap
@@ -33,6 +39,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"runtime/debug"
 	"runtime/metrics"
 	"slices"
 	"strconv"
@@ -300,8 +307,30 @@ func resyncN(tb testing.TB) int {
 	return n
 }
 
+// likeServe runs the process with the garbage collector target and the
+// GOMAXPROCS floor `tandem serve` uses by default (gc-percent 400, at
+// least 4 Ps), unless GOGC or GOMAXPROCS are set; it returns the undo.
+func likeServe() func() {
+	gc, procs := -2, 0
+	if os.Getenv("GOGC") == "" {
+		gc = debug.SetGCPercent(400)
+	}
+	if os.Getenv("GOMAXPROCS") == "" && runtime.GOMAXPROCS(0) < 4 {
+		procs = runtime.GOMAXPROCS(4)
+	}
+	return func() {
+		if gc != -2 {
+			debug.SetGCPercent(gc)
+		}
+		if procs != 0 {
+			runtime.GOMAXPROCS(procs)
+		}
+	}
+}
+
 func BenchmarkResync(b *testing.B) {
 	n := resyncN(b)
+	defer likeServe()()
 	for i := 0; i < b.N; i++ {
 		runResync(b, n)
 	}
@@ -465,7 +494,8 @@ func runResync(b *testing.B, n int) {
 	b.ReportMetric(took.Seconds(), "resync-s")
 	b.ReportMetric(float64(n)/took.Seconds(), "bindings/s")
 	b.ReportMetric((float64(priPeakLive)-float64(heapBefore))/mb, "pri-live-transient-MB")
-	b.ReportMetric((float64(rep.PeakLive)-float64(rep.HeapAfterGC))/mb, "sec-live-over-end-MB")
+	b.ReportMetric(float64(rep.PeakLive)/mb, "sec-peak-live-MB")
+	b.ReportMetric(float64(rep.HeapAfterGC)/mb, "sec-end-heap-MB")
 	b.ReportMetric(float64(duringLat.quantile(0.99).Microseconds())/1000, "p99-during-ms")
 	b.ReportMetric(float64(idleBefore.quantile(0.99).Microseconds())/1000, "p99-idle-ms")
 }
@@ -495,6 +525,7 @@ func TestResyncSecondaryChild(t *testing.T) {
 		t.Skip("run by BenchmarkResync only")
 	}
 	n := resyncN(t)
+	defer likeServe()()
 	heap := startHeapSampler()
 	st, err := raftstore.Open(raftstore.Config{DataDir: os.Getenv("TANDEM_RESYNC_CHILD_DIR"), OpenTimeout: 30 * time.Second})
 	if err != nil {
