@@ -13,12 +13,12 @@ import (
 //
 // Each BNDUPD's decision is its own set of ops, but committing each as its
 // own raft entry costs one log entry (encoding, a bbolt put, a future and
-// its hand-offs) per BNDUPD: during an UPDREQALL of a million bindings that
-// per-entry cost, not the fsyncs, is what the receiver spends its CPU on.
-// partnerCommits gathers the ops of the BNDUPDs waiting to be committed
-// into one fsm.CmdTxn. Every caller still returns only once its own ops are
-// committed (B8: the BNDREPLY follows the commit), and each caller's ops
-// stay all-or-nothing: they are never split across entries.
+// its hand-offs) per BNDUPD, a million of them during an UPDREQALL of a
+// million bindings (docs/benchmarks.md). partnerCommits gathers the ops of
+// the BNDUPDs waiting to be committed into one fsm.CmdTxn. Every caller
+// still returns only once its own ops are committed (B8: the BNDREPLY
+// follows the commit), and each caller's ops stay all-or-nothing: they are
+// never split across entries.
 
 const (
 	// groupMaxOps bounds the ops gathered into one entry (fsm checks a

@@ -96,10 +96,17 @@ func TestPartnerCommitsShareEntries(t *testing.T) {
 		b.IAID = uint32(i)
 		start(i, []fsm.Op{{Resource: b.Resource, IfRev: fsm.AnyRev, Binding: b}})
 	}
+	// Every commit is queued or in an entry held at the gate (one op each).
 	waitFor(t, "the commits to queue", func() bool {
+		cs.mu.Lock()
+		held := 0
+		for _, ops := range cs.applies {
+			held += len(ops)
+		}
+		cs.mu.Unlock()
 		g.mu.Lock()
 		defer g.mu.Unlock()
-		return len(g.queue)+g.inflight >= n-1
+		return len(g.queue)+held == n
 	})
 	close(cs.gate)
 	wg.Wait()
