@@ -646,7 +646,7 @@ type Failover struct {
 	// KeepaliveTime is FO_KEEPALIVE_TIME (default 60s, whole seconds).
 	KeepaliveTime Duration `toml:"keepalive-time"`
 	// MaxUnackedBndUpd is the OPTION_F_MAX_UNACKED_BNDUPD advertised to the
-	// partner (default 64).
+	// partner (default 1024: see failover/link.DefaultMaxUnackedBndUpd).
 	MaxUnackedBndUpd int `toml:"max-unacked-bndupd"`
 	// ConnectRetryMin and ConnectRetryMax bound the primary's reconnect
 	// backoff (defaults 1s and 30s).
@@ -698,7 +698,7 @@ func (c *Config) setFailoverDefaults() {
 		f.KeepaliveTime.Duration = 60 * time.Second
 	}
 	if f.MaxUnackedBndUpd == 0 {
-		f.MaxUnackedBndUpd = 64
+		f.MaxUnackedBndUpd = 1024
 	}
 	if f.ConnectRetryMin.Duration == 0 {
 		f.ConnectRetryMin.Duration = time.Second

@@ -188,7 +188,7 @@ func TestFailoverExampleParses(t *testing.T) {
 	if f.ParsedLocal.String() != "[2001:db8:1::1]:647" || f.ParsedPeer.String() != "[2001:db8:1::2]:647" {
 		t.Fatalf("addresses %v %v", f.ParsedLocal, f.ParsedPeer)
 	}
-	if f.KeepaliveTime.Duration != time.Minute || f.MaxUnackedBndUpd != 64 || f.ConnectRetryMin.Duration != time.Second ||
+	if f.KeepaliveTime.Duration != time.Minute || f.MaxUnackedBndUpd != 1024 || f.ConnectRetryMin.Duration != time.Second ||
 		f.ConnectRetryMax.Duration != 30*time.Second || f.HandshakeTimeout.Duration != 10*time.Second ||
 		f.MaxPendingConnections != 4 || f.AutoPartnerDown.Duration != 0 || f.TLSCert != "" ||
 		f.PrefixShare == nil || *f.PrefixShare != 0.5 || f.PrefixRebalanceThreshold != 8 {

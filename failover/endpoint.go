@@ -98,7 +98,8 @@ type Config struct {
 // The sender goroutine sends owed updates (and the secondary's POOLREQ after
 // them); the housekeeper goroutine rebalances delegable prefixes (primary)
 // and runs the PARTNER-DOWN sweep; BNDUPDs from the partner are handled by
-// short-lived goroutines (each commits, then replies). Policy
+// short-lived goroutines (each commits, then replies; their commits share
+// log entries through partnerCommits). Policy
 // methods may be called from any goroutine: they read an atomically
 // published snapshot of the service the state allows.
 type Endpoint struct {
@@ -141,6 +142,8 @@ type Endpoint struct {
 	unsent   map[fsm.Resource]struct{} // EXPIRED/RELEASED not yet sent (same-client reuse)
 	waiters  map[uint32]chan struct{}  // xid -> closed when its BNDREPLY arrived
 	skew     atomic.Int64
+
+	commits *partnerCommits // the partner's BNDUPDs, committed in shared entries
 }
 
 // Status is the endpoint's state for operators.
@@ -197,7 +200,7 @@ func New(cfg Config) (*Endpoint, error) {
 		role: cfg.Link.Role, kick: make(chan struct{}, 1), wake: make(chan struct{}, 1), poolReq: make(chan uint32, 4), rebalanceNow: make(chan struct{}, 1),
 		timers: map[machine.TimerKind]clock.Timer{}, inflight: map[uint32]*update.Update{},
 		busy: map[fsm.Resource]struct{}{}, updReq: map[uint32]uint64{}, unsent: map[fsm.Resource]struct{}{},
-		waiters: map[uint32]chan struct{}{}}
+		waiters: map[uint32]chan struct{}{}, commits: newPartnerCommits(cfg.Store, cfg.Clock)}
 	var rec *fsm.EndpointState
 	if r := e.state.Endpoint(); r.State != 0 {
 		rec = &r
@@ -511,7 +514,9 @@ func (e *Endpoint) Receive(msg *wire.Message, at time.Time) {
 // lookup reads the live binding table.
 func (e *Endpoint) lookup(r fsm.Resource) (fsm.Binding, bool) { return e.state.Get(r) }
 
-// handleBndUpd processes one BNDUPD: decide, commit, and only then reply (B8).
+// handleBndUpd processes one BNDUPD: decide, commit, and only then reply
+// (B8). The commit may share its log entry with other BNDUPDs' (see
+// partnerCommits); it returns once this BNDUPD's ops are durable.
 func (e *Endpoint) handleBndUpd(msg *wire.Message) {
 	p := update.Params{Role: e.role, Covered: e.cfg.Covered}
 	for attempt := 0; attempt < 5; attempt++ {
@@ -525,8 +530,7 @@ func (e *Endpoint) handleBndUpd(msg *wire.Message) {
 			return
 		}
 		if len(res.Ops) > 0 {
-			_, err := e.cfg.Store.Apply(&fsm.Command{Type: fsm.CmdTxn, Time: now.UnixNano(), Origin: fsm.OriginPartner,
-				Note: fmt.Sprintf("BNDUPD xid=%#x", msg.XID), Ops: res.Ops})
+			err := e.commits.commit(msg.XID, res.Ops)
 			if errors.Is(err, fsm.ErrConflict) {
 				continue
 			}

@@ -36,7 +36,7 @@ func ParseRole(s string) (Role, error) { return role.Parse(s) }
 const (
 	DefaultKeepaliveTime       = 60 * time.Second // FO_KEEPALIVE_TIME, RFC 8156 §6.5
 	DefaultContactPerKeepalive = 4                // FO_CONTACT_PER_KEEPALIVE_TIME
-	DefaultMaxUnackedBndUpd    = 64
+	DefaultMaxUnackedBndUpd    = 1024             // see Config.MaxUnackedBndUpd
 	DefaultRetryMin            = time.Second
 	DefaultRetryMax            = 30 * time.Second
 	DefaultHandshakeTimeout    = 10 * time.Second
@@ -82,7 +82,11 @@ type Config struct {
 	// sent. Default 4.
 	ContactPerKeepalive int
 	// MaxUnackedBndUpd is the OPTION_F_MAX_UNACKED_BNDUPD we advertise: how
-	// many BNDUPDs the partner may have outstanding to us. Default 64.
+	// many BNDUPDs the partner may have outstanding to us. Default 1024:
+	// the window, not the disk, bounds an UPDREQALL, since each BNDUPD
+	// waits for a commit here and the partner gets at most window / commit
+	// latency BNDUPDs/s. With 64 a million bindings took minutes; 1024 lets
+	// hundreds share each commit (docs/benchmarks.md, UPDREQALL resync).
 	MaxUnackedBndUpd uint32
 	// ConnectFlags is the OPTION_F_CONNECT_FLAGS we send. With
 	// FIXED_PD_LENGTH set we declare that we delegate fixed-length prefixes

@@ -17,7 +17,7 @@ func TestConfigDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.KeepaliveTime != 60*time.Second || r.ContactPerKeepalive != 4 || r.MaxUnackedBndUpd != 64 ||
+	if r.KeepaliveTime != 60*time.Second || r.ContactPerKeepalive != 4 || r.MaxUnackedBndUpd != DefaultMaxUnackedBndUpd ||
 		r.RetryMin != time.Second || r.RetryMax != 30*time.Second || r.HandshakeTimeout != 10*time.Second ||
 		r.MaxPendingConns != 4 || r.MaxSkew != 5*time.Second || r.Transport == nil || r.Clock == nil || r.Logger == nil {
 		t.Fatalf("defaults: %+v", r.Config)
@@ -26,7 +26,7 @@ func TestConfigDefaults(t *testing.T) {
 		t.Fatalf("default port: %v %v", r.local, r.peer)
 	}
 	ci := r.connectInfo(true)
-	if ci != (wire.ConnectInfo{Version: wire.Version1, MCLT: 3600, KeepaliveTime: 60, MaxUnackedBndUpd: 64, RelationshipName: "r"}) {
+	if ci != (wire.ConnectInfo{Version: wire.Version1, MCLT: 3600, KeepaliveTime: 60, MaxUnackedBndUpd: DefaultMaxUnackedBndUpd, RelationshipName: "r"}) {
 		t.Fatalf("CONNECT contents %+v", ci)
 	}
 }

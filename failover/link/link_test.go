@@ -86,7 +86,7 @@ func TestPartnerDescription(t *testing.T) {
 	if pp.Connect.MaxUnackedBndUpd != 7 || pp.Connect.KeepaliveTime != 40 || pp.Connect.MCLT != 3600 || pp.Connect.Version != wire.Version1 {
 		t.Fatalf("primary's view of the CONNECTREPLY: %+v", pp.Connect)
 	}
-	if ps.Connect.MaxUnackedBndUpd != 64 || ps.Connect.KeepaliveTime != 60 || ps.Connect.RelationshipName != "pair-a" {
+	if ps.Connect.MaxUnackedBndUpd != DefaultMaxUnackedBndUpd || ps.Connect.KeepaliveTime != 60 || ps.Connect.RelationshipName != "pair-a" {
 		t.Fatalf("secondary's view of the CONNECT: %+v", ps.Connect)
 	}
 	if pp.State.State != wire.StateCommInterrupted || ps.State.State != wire.StateNormal {

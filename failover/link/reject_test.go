@@ -62,7 +62,7 @@ func TestSecondaryChecksConnect(t *testing.T) {
 			}
 			if tc.code == 0 {
 				got, err := m.ConnectInfo()
-				if m.Rejected() || err != nil || got.MCLT != 3600 || got.KeepaliveTime != 60 || got.MaxUnackedBndUpd != 64 || got.Version != wire.Version1 {
+				if m.Rejected() || err != nil || got.MCLT != 3600 || got.KeepaliveTime != 60 || got.MaxUnackedBndUpd != DefaultMaxUnackedBndUpd || got.Version != wire.Version1 {
 					t.Fatalf("accepting CONNECTREPLY expected, got %v (%+v, %v)", m, got, err)
 				}
 				if m := raw.recv(); m.Type != wire.MsgState {
@@ -179,7 +179,7 @@ func TestPrimaryChecksConnectReply(t *testing.T) {
 			raw := newRawPeer(t, c, e.clk)
 			m := raw.recv()
 			got, err := m.ConnectInfo()
-			want := wire.ConnectInfo{Version: wire.Version1, MCLT: 3600, KeepaliveTime: 60, MaxUnackedBndUpd: 64, RelationshipName: "pair-a", Flags: pc.ConnectFlags}
+			want := wire.ConnectInfo{Version: wire.Version1, MCLT: 3600, KeepaliveTime: 60, MaxUnackedBndUpd: DefaultMaxUnackedBndUpd, RelationshipName: "pair-a", Flags: pc.ConnectFlags}
 			if m.Type != wire.MsgConnect || err != nil || got != want {
 				t.Fatalf("CONNECT %v: %+v, want %+v (%v)", m, got, want, err)
 			}

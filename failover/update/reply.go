@@ -88,7 +88,10 @@ func ack(local fsm.Binding, sent *fsm.Binding, status fsm.Status, stateExp *uint
 		out.Freed = append(out.Freed, local.Resource)
 	}
 	out.Acked = append(out.Acked, local.Resource)
-	if nb != local {
+	// nb's Rev is cleared: compare the rest, so an acknowledgement that
+	// changes nothing (an UPDREQALL resend of an acknowledged lease) stores
+	// nothing.
+	if local.Rev = 0; nb != local {
 		out.Ops = append(out.Ops, fsm.Op{Resource: local.Resource, IfRev: rev, Binding: nb})
 	}
 }

@@ -211,3 +211,38 @@ func TestApplyBndReplyStale(t *testing.T) {
 		t.Fatalf("re-granted lease after a late acknowledgement: %+v freed %v", b, rr.Freed)
 	}
 }
+
+// TestApplyBndReplyAcknowledgedUnchanged: the BNDREPLY to an update of a
+// lease whose acknowledgement is already stored (what UPDREQALL resends)
+// stores nothing: a million-binding UPDREQALL must not cost the sender a
+// million commits. The first acknowledgement of an owed lease does store.
+func TestApplyBndReplyAcknowledgedUnchanged(t *testing.T) {
+	st := newStore(t)
+	n := t0.Unix()
+	r := na("2001:db8::31")
+	b := active(r, duidA, 1, n, 3600)
+	Grant(t0, &b, time.Hour, GrantParams{MCLT: time.Hour})
+	st.put(b)
+
+	ups, replies := sendAll(t, st, t0)
+	res := ApplyBndReply(st.lookup, ups[0].Bindings, replies[0].ClientData(), time.Hour, t0)
+	if len(res.Ops) != 1 || len(res.Acked) != 1 {
+		t.Fatalf("first acknowledgement: %d ops, acked %v; want 1 op and the lease acked", len(res.Ops), res.Acked)
+	}
+	st.mustApply(res.Ops)
+	if acked := st.get(r); acked.Owed() {
+		t.Fatalf("still owed after the acknowledgement: %+v", acked)
+	}
+
+	// UPDREQALL: the acknowledged lease again.
+	ups, _ = Updates(SelectAll(st.all()), t0)
+	partner := newStore(t)
+	m := wireTrip(t, ups[0].Message(9, 0))
+	pres := ApplyBndUpd(partner.lookup, m.ClientData(), Params{Role: Secondary}, t0)
+	partner.mustApply(pres.Ops)
+	reply := wireTrip(t, pres.Message(9, 0))
+	res = ApplyBndReply(st.lookup, ups[0].Bindings, reply.ClientData(), time.Hour, t0)
+	if len(res.Acked) != 1 || len(res.Ops) != 0 {
+		t.Fatalf("resent acknowledged lease: %d ops (%+v), acked %v; want no op and the lease acked", len(res.Ops), res.Ops, res.Acked)
+	}
+}
