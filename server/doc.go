@@ -9,7 +9,10 @@
 // (ingress interface or the innermost relay's link-address), the pools and
 // their allocators, and the rule that a Reply leaves only after the
 // transaction's binding changes are committed to the store (one log entry
-// per client transaction).
+// per client transaction). Its counters (Kea statistic names, Metrics) and
+// the pools' used slots and ACTIVE/ABANDONED counts (Pools, kept by the fsm
+// observer) are atomics read by `tandem status` and package metrics; nothing
+// on the packet path knows about Prometheus.
 //
 // It must never: import package failover (failover plugs in through the
 // Policy interface defined here), send a Reply or commit a lease from an
