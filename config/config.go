@@ -39,6 +39,10 @@ type Config struct {
 	// Failover is the [failover] table: the RFC 8156 relationship with the
 	// partner server. Nil when the table is absent (no failover).
 	Failover *Failover `toml:"failover"`
+	// Metrics is the [metrics] table (the Prometheus endpoint, off by default).
+	Metrics Metrics `toml:"metrics"`
+	// Control is the [control] table (remote control API, off by default).
+	Control Control `toml:"control"`
 
 	// path is the file the config was read from (for messages).
 	path  string
@@ -430,6 +434,7 @@ func (c *Config) Validate() error {
 	}
 	errs = append(errs, c.checkPoolOverlaps()...)
 	errs = append(errs, c.validateFailover()...)
+	errs = append(errs, c.validateOperator()...)
 	return errors.Join(errs...)
 }
 

@@ -15,10 +15,14 @@ import (
 	"time"
 )
 
-// Client talks to a daemon's control socket.
+// Client talks to a daemon's control socket, or to its remote control
+// listener (NewRemoteClient).
 type Client struct {
-	path string
-	hc   *http.Client
+	path  string // unix socket; "" for a remote client
+	base  string // URL prefix of every request
+	where string // host:port of a remote daemon (for messages)
+	token string // bearer token sent with every request, or ""
+	hc    *http.Client
 }
 
 // NewClient returns a client for the socket at path.
@@ -27,11 +31,14 @@ func NewClient(path string) *Client {
 		var d net.Dialer
 		return d.DialContext(ctx, "unix", path)
 	}}
-	return &Client{path: path, hc: &http.Client{Transport: tr, Timeout: 5 * time.Minute}}
+	return &Client{path: path, base: "http://tandem", hc: &http.Client{Transport: tr, Timeout: 5 * time.Minute}}
 }
 
 // dialErr turns a connection failure into advice.
 func (c *Client) dialErr(err error) error {
+	if c.path == "" {
+		return c.remoteDialErr(err)
+	}
 	switch {
 	case errors.Is(err, os.ErrNotExist), errors.Is(err, syscall.ENOENT), errors.Is(err, syscall.ECONNREFUSED):
 		return fmt.Errorf("no tandem daemon is listening on %s: is it running (tandem serve --config FILE)? is --socket right?", c.path)
@@ -46,13 +53,16 @@ func (c *Client) get(ctx context.Context, path string, q url.Values, out any) er
 }
 
 func (c *Client) do(ctx context.Context, method, path string, q url.Values, out any) error {
-	u := "http://tandem" + path
+	u := c.base + path
 	if len(q) > 0 {
 		u += "?" + q.Encode()
 	}
 	req, err := http.NewRequestWithContext(ctx, method, u, nil)
 	if err != nil {
 		return err
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {

@@ -1,5 +1,8 @@
-// Package control is the daemon's local admin API: HTTP/JSON on a unix
-// socket (mode 0600), and the client the `tandem` admin commands use.
+// Package control is the daemon's admin API: HTTP/JSON on a unix socket
+// (mode 0600), optionally also on a TCP listener for remote administration
+// (TLS only; a client is admitted with a certificate from a configured CA or
+// a bearer token: see ListenRemote), and the client the `tandem` admin
+// commands use.
 //
 // It owns the URL paths and the JSON shapes operators and scripts rely on
 // (lease objects with type, address or prefix, duid, iaid, state,
@@ -12,7 +15,6 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -316,16 +318,5 @@ func Listen(path string) (net.Listener, error) {
 
 // Serve serves the API on l until ctx is done.
 func Serve(ctx context.Context, l net.Listener, b Backend) error {
-	srv := &http.Server{Handler: Handler(b), ReadHeaderTimeout: 5 * time.Second}
-	go func() {
-		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(sctx)
-	}()
-	err := srv.Serve(l)
-	if errors.Is(err, http.ErrServerClosed) {
-		return nil
-	}
-	return err
+	return serveHTTP(ctx, l, Handler(b), nil)
 }

@@ -144,6 +144,9 @@ type Endpoint struct {
 	skew     atomic.Int64
 
 	commits *partnerCommits // the partner's BNDUPDs, committed in shared entries
+	// lastContact is when the partner's last message arrived (Unix ns, 0:
+	// never); written with every Contact, read by Status.
+	lastContact atomic.Int64
 }
 
 // Status is the endpoint's state for operators.
@@ -158,6 +161,17 @@ type Status struct {
 	MCLT             string `json:"mclt"`
 	ClockSkewSeconds int64  `json:"clock_skew_seconds"`
 	LastContact      string `json:"last_contact,omitempty"`
+	// StateCode and PartnerStateCode are the RFC 8156 server-state values
+	// of State and PartnerState (0: the partner's state is unknown).
+	StateCode        uint8 `json:"state_code"`
+	PartnerStateCode uint8 `json:"partner_state_code"`
+	// SecondsInState is how long this endpoint has been in State.
+	SecondsInState int64 `json:"seconds_in_state"`
+	// SecondsSinceContact is the time since the partner's last message;
+	// nil if it never sent one.
+	SecondsSinceContact *int64 `json:"seconds_since_last_contact,omitempty"`
+
+	since time.Time // when State was entered (Status computes SecondsInState)
 }
 
 // New builds an endpoint from the record stored in cfg.Store (or none: first
@@ -308,12 +322,13 @@ func (e *Endpoint) publish() {
 	e.comm.Store(e.m.CommOK())
 	ps, ok := e.m.PartnerState()
 	st := &Status{Role: e.cfg.Link.Role.String(), State: e.m.State().String(), StateSince: e.m.StateSince().UTC().Format(time.RFC3339),
-		CommunicationsOK: e.m.CommOK(), MCLT: e.cfg.Link.MCLT.String(), ClockSkewSeconds: e.skew.Load()}
+		CommunicationsOK: e.m.CommOK(), MCLT: e.cfg.Link.MCLT.String(), StateCode: uint8(e.m.State()), since: e.m.StateSince()}
 	if ok {
 		st.PartnerState = ps.String()
+		st.PartnerStateCode = uint8(ps)
 	}
-	if r := e.m.Record(); r.LastContact != 0 {
-		st.LastContact = time.Unix(r.LastContact, 0).UTC().Format(time.RFC3339)
+	if r := e.m.Record(); r.LastContact != 0 && e.lastContact.Load() == 0 {
+		e.lastContact.Store(time.Unix(r.LastContact, 0).UnixNano()) // stored before a restart
 	}
 	e.status.Store(st)
 }
@@ -427,6 +442,13 @@ func (e *Endpoint) restart() {
 	e.do(slices.DeleteFunc(acts, func(a machine.Action) bool { return a.Kind == machine.Persist }))
 }
 
+// contact tells the machine a message arrived from the partner at at.
+// Loop goroutine.
+func (e *Endpoint) contact(at time.Time) {
+	e.m.Contact(at)
+	e.lastContact.Store(at.UnixNano())
+}
+
 // LocalState implements link.Handler.
 func (e *Endpoint) LocalState() wire.StateInfo { return *e.local.Load() }
 
@@ -434,7 +456,7 @@ func (e *Endpoint) LocalState() wire.StateInfo { return *e.local.Load() }
 func (e *Endpoint) Up(p link.Partner) {
 	e.skew.Store(int64(p.Skew / time.Second))
 	e.enqueue(func() {
-		e.m.Contact(p.ReceivedAt)
+		e.contact(p.ReceivedAt)
 		e.do(e.m.CommUp(p.ReceivedAt, p.State))
 		e.wakeSender()
 	})
@@ -471,20 +493,20 @@ func (e *Endpoint) Receive(msg *wire.Message, at time.Time) {
 	switch msg.Type {
 	case wire.MsgBndUpd:
 		go e.handleBndUpd(msg) // commits, then replies; never blocks the link
-		e.enqueue(func() { e.m.Contact(at) })
+		e.enqueue(func() { e.contact(at) })
 	case wire.MsgBndReply:
 		go e.handleBndReply(msg)
-		e.enqueue(func() { e.m.Contact(at) })
+		e.enqueue(func() { e.contact(at) })
 	case wire.MsgState:
 		e.enqueue(func() {
-			e.m.Contact(at)
+			e.contact(at)
 			if si, err := msg.StateInfo(); err == nil {
 				e.do(e.m.ReceiveState(at, si))
 			}
 		})
 	case wire.MsgUpdDone:
 		e.enqueue(func() {
-			e.m.Contact(at)
+			e.contact(at)
 			e.mu.Lock()
 			req, ok := e.updReq[msg.XID]
 			delete(e.updReq, msg.XID)
@@ -494,11 +516,11 @@ func (e *Endpoint) Receive(msg *wire.Message, at time.Time) {
 			}
 		})
 	case wire.MsgUpdReq, wire.MsgUpdReqAll:
-		e.enqueue(func() { e.m.Contact(at) })
+		e.enqueue(func() { e.contact(at) })
 		go e.answerUpdReq(msg.XID, msg.Type == wire.MsgUpdReqAll)
 	case wire.MsgPoolReq:
 		e.enqueue(func() { // after any Down of an earlier connection
-			e.m.Contact(at)
+			e.contact(at)
 			e.poolReqSeen.Store(true)
 			select {
 			case e.poolReq <- msg.XID: // rebalance, then POOLRESP
@@ -507,7 +529,7 @@ func (e *Endpoint) Receive(msg *wire.Message, at time.Time) {
 			}
 		})
 	default:
-		e.enqueue(func() { e.m.Contact(at) })
+		e.enqueue(func() { e.contact(at) })
 	}
 }
 
@@ -762,6 +784,15 @@ func closed(c <-chan struct{}) bool {
 // Status returns the endpoint's state for `tandem status`.
 func (e *Endpoint) Status() Status {
 	st := *e.status.Load()
+	now := e.clock.Now()
+	st.ClockSkewSeconds = e.skew.Load()
+	st.SecondsInState = int64(now.Sub(st.since) / time.Second)
+	if lc := e.lastContact.Load(); lc != 0 {
+		t := time.Unix(0, lc)
+		st.LastContact = t.UTC().Format(time.RFC3339)
+		ago := max(int64(now.Sub(t)/time.Second), 0)
+		st.SecondsSinceContact = &ago
+	}
 	e.mu.Lock()
 	st.UnackedUpdates = len(e.inflight)
 	e.mu.Unlock()

@@ -40,8 +40,15 @@ type Config struct {
 
 	// Logger receives structured logs (raft's own logs are forwarded). Default: no-op.
 	Logger *zap.Logger
-	// Clock stamps snapshots. Default clock.Real.
+	// Clock stamps snapshots and times Apply. Default clock.Real.
 	Clock clock.Clock
+	// OnApply, if set, is told how long each Apply whose entry was committed
+	// took (a txn the state machine refused with a conflict included: it is
+	// in the log), from submission until the entry was fsynced and applied:
+	// the commit latency, group-commit wait included. It runs on Apply's caller's
+	// goroutine, so it must be fast and safe for concurrent use
+	// (cmd/tandem feeds a Prometheus histogram).
+	OnApply func(time.Duration)
 }
 
 func (c *Config) withDefaults() Config {

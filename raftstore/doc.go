@@ -8,6 +8,9 @@
 // threshold snapshots and log compaction, user snapshots, and offline,
 // read-only access to the log for inspection and replay.
 //
+// Commit latency is reported through Config.OnApply (a plain func, so this
+// package does not depend on a metrics library).
+//
 // It must never: know about DHCP or failover, open a network port (the raft
 // transport is in-memory; a single voter sends no RPCs), or report a command as
 // applied before it is fsynced. Any Apply error means "not stored".

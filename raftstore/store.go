@@ -177,9 +177,13 @@ func (s *Store) Apply(cmd *fsm.Command) (uint64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("%w: %w", ErrNotStored, err)
 	}
+	start := s.cfg.Clock.Now()
 	f := s.raft.Apply(b, s.cfg.ApplyTimeout)
 	if err := f.Error(); err != nil {
 		return 0, s.storeErr(err)
+	}
+	if s.cfg.OnApply != nil {
+		s.cfg.OnApply(s.cfg.Clock.Now().Sub(start))
 	}
 	r, ok := f.Response().(*fsm.Result)
 	if !ok || r == nil {

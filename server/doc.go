@@ -14,6 +14,10 @@
 // bounded by the pool's records plus what is returned, never by its size),
 // and, when Policy.PartnerPool allows it, falls back to the partner's
 // prefixes in a PD pool with no own prefix left.
+// Its counters (Kea statistic names, Metrics) and
+// the pools' used slots and ACTIVE/ABANDONED counts (Pools, kept by the fsm
+// observer) are atomics read by `tandem status` and package metrics; nothing
+// on the packet path knows about Prometheus.
 //
 // It must never: import package failover (failover plugs in through the
 // Policy interface defined here), send a Reply or commit a lease from an

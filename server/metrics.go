@@ -58,6 +58,33 @@ var counterNames = [numCounters]string{
 	mHandlerPanics: "handler-panics",
 }
 
+// counterHelp says what each counter counts (the HELP text of its
+// Prometheus metric).
+var counterHelp = [numCounters]string{
+	mPktReceived:   "DHCPv6 packets received",
+	mParseFailed:   "packets dropped because they did not parse",
+	mReceiveDrop:   "packets dropped unanswered (not on a served interface, not for this server, or not served in the failover state)",
+	mQueueFull:     "packets dropped because the worker queue was full",
+	mSolicit:       "Solicit messages received",
+	mRequest:       "Request messages received",
+	mRenew:         "Renew messages received",
+	mRebind:        "Rebind messages received",
+	mRelease:       "Release messages received",
+	mDecline:       "Decline messages received",
+	mConfirm:       "Confirm messages received",
+	mInfoRequest:   "Information-Request messages received",
+	mUnknownType:   "messages of other types received",
+	mAdvertiseSent: "Advertise messages sent",
+	mReplySent:     "Reply messages sent",
+	mSendFailed:    "replies that could not be sent",
+	mAllocFail:     "IA options answered NoAddrsAvail or NoPrefixAvail",
+	mDeclined:      "addresses clients declined",
+	mReclaimed:     "expired leases reclaimed",
+	mTxnConflicts:  "transactions retried because a concurrent one changed the same binding",
+	mStoreFailed:   "transactions the lease log did not store (no reply was sent)",
+	mHandlerPanics: "packets whose handler panicked (a bug)",
+}
+
 // Metrics are the server's counters. Safe for concurrent use.
 type Metrics struct{ c [numCounters]atomic.Uint64 }
 
@@ -97,6 +124,14 @@ func (m *Metrics) Snapshot() map[string]uint64 {
 		out[counterNames[i]] = m.c[i].Load()
 	}
 	return out
+}
+
+// Each calls fn for every counter, in a fixed order, with its Kea name and
+// what it counts.
+func (m *Metrics) Each(fn func(name, help string, v uint64)) {
+	for i := range m.c {
+		fn(counterNames[i], counterHelp[i], m.c[i].Load())
+	}
 }
 
 // Get returns one counter by name (0 if unknown).

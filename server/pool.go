@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"sort"
 	"sync"
+	"sync/atomic"
 
 	"github.com/tandem-dhcp/tandem/fsm"
 )
@@ -91,6 +92,10 @@ type pool struct {
 	// untrackedFree: a slot with no binding is free for this server (else
 	// only slots whose binding is available are, see Policy.UntrackedAvailable).
 	untrackedFree bool
+
+	// active and abandoned count the pool's ACTIVE and ABANDONED bindings
+	// (any parity: the partner's too), kept by the fsm observer for metrics.
+	active, abandoned atomic.Int64
 
 	mu       sync.Mutex
 	set      *slotset

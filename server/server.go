@@ -289,6 +289,14 @@ func (o *poolObserver) BindingChanged(old, nb *fsm.Binding) {
 	if p == nil {
 		return
 	}
+	if r.Resource.Type == p.typ { // IA_TA addresses are not assigned-nas
+		if old != nil {
+			p.count(old.Status, -1)
+		}
+		if nb != nil {
+			p.count(nb.Status, 1)
+		}
+	}
 	slot, ok := p.slotOf(r.Resource)
 	if !ok {
 		return
@@ -308,6 +316,8 @@ func (o *poolObserver) Reset(v *fsm.View) {
 			p.set.Set(0) // an empty pool's only slot stays taken (see newAddrPool)
 		}
 		p.mu.Unlock()
+		p.active.Store(0)
+		p.abandoned.Store(0)
 		from := fsm.Resource{Type: p.typ, Len: 0, IP: p.first.bytes()}
 		if p.typ != fsm.IAPD {
 			from.Type = fsm.IANA
@@ -317,11 +327,25 @@ func (o *poolObserver) Reset(v *fsm.View) {
 			if b.Resource.Type != from.Type || p.last.less(a) {
 				return false
 			}
+			if o.s.pools.find(b.Resource) == p {
+				p.count(b.Status, 1)
+			}
 			if slot, ok := p.slotOf(b.Resource); ok {
 				p.mark(slot, o.taken(b))
 			}
 			return true
 		})
+	}
+}
+
+// count moves the pool's status counters by n for a binding in status st.
+// Observer goroutine (the fsm's apply).
+func (p *pool) count(st fsm.Status, n int64) {
+	switch st {
+	case fsm.StatusActive:
+		p.active.Add(n)
+	case fsm.StatusAbandoned:
+		p.abandoned.Add(n)
 	}
 }
 
@@ -339,6 +363,9 @@ type PoolUsage struct {
 	// Used counts slots holding a binding not available to this server;
 	// Total counts the slots this server may allocate (its parity only under failover).
 	Used, Total uint64
+	// Active and Abandoned count the pool's ACTIVE and ABANDONED (declined)
+	// bindings, both partners' resources included.
+	Active, Abandoned int64
 }
 
 // Pools reports the utilisation of every pool.
@@ -348,7 +375,8 @@ func (s *Server) Pools() []PoolUsage {
 		for _, p := range sn.pools {
 			used, total := p.usage()
 			out = append(out, PoolUsage{Subnet: sn.cfg.Prefix, Type: p.typ, First: netip.AddrFrom16(p.first.bytes()),
-				Last: netip.AddrFrom16(p.last.bytes()), Length: int(p.plen), Used: used, Total: total})
+				Last: netip.AddrFrom16(p.last.bytes()), Length: int(p.plen), Used: used, Total: total,
+				Active: p.active.Load(), Abandoned: p.abandoned.Load()})
 		}
 	}
 	return out

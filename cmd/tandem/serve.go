@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"net/netip"
 	"os"
@@ -26,6 +27,7 @@ import (
 	"github.com/tandem-dhcp/tandem/failover/link"
 	"github.com/tandem-dhcp/tandem/failover/machine"
 	"github.com/tandem-dhcp/tandem/fsm"
+	"github.com/tandem-dhcp/tandem/metrics"
 	"github.com/tandem-dhcp/tandem/raftstore"
 	"github.com/tandem-dhcp/tandem/server"
 )
@@ -147,8 +149,14 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 	// control socket but serves no DHCP.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	st, err := raftstore.Open(raftstore.Config{DataDir: cfg.DataDir, SnapshotThreshold: cfg.Store.SnapshotThreshold,
-		TrailingLogs: cfg.Store.TrailingLogs, SnapshotRetain: cfg.Store.SnapshotRetain, Logger: log})
+	rcfg := raftstore.Config{DataDir: cfg.DataDir, SnapshotThreshold: cfg.Store.SnapshotThreshold,
+		TrailingLogs: cfg.Store.TrailingLogs, SnapshotRetain: cfg.Store.SnapshotRetain, Logger: log}
+	var reg *metrics.Registry // nil: no [metrics] listener
+	if cfg.Metrics.Listen != "" {
+		reg = metrics.New()
+		rcfg.OnApply = reg.ObserveCommit
+	}
+	st, err := raftstore.Open(rcfg)
 	if err != nil {
 		return err
 	}
@@ -189,6 +197,53 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 		return err
 	}
 	defer os.Remove(cfg.ControlSocket)
+	// The optional listeners: each failure to serve stops the daemon, as
+	// the control socket's does.
+	var opt []<-chan error
+	run := func(name string, serve func() error) {
+		ch := make(chan error, 1)
+		opt = append(opt, ch)
+		go func() {
+			err := serve()
+			if err != nil {
+				err = fmt.Errorf("%s: %w", name, err)
+				cancel()
+			}
+			ch <- err
+		}()
+	}
+	if reg != nil {
+		src := metrics.Sources{Counters: srv.Metrics().Each, Pools: srv.Pools, Store: st.Info}
+		if ep != nil {
+			src.Failover = ep.Status
+		}
+		if err := reg.Register(src); err != nil {
+			l.Close()
+			return err
+		}
+		ml, err := metrics.Listen(cfg.Metrics.ParsedListen.String())
+		if err != nil {
+			l.Close()
+			return err
+		}
+		run("metrics listener", func() error { return reg.Serve(ctx, ml) })
+		log.Info("metrics endpoint ready", zap.String("url", "http://"+ml.Addr().String()+"/metrics"))
+	}
+	if rc := cfg.Control; rc.Listen != "" {
+		remote, err := control.ListenRemote(control.RemoteConfig{Addr: rc.ParsedListen.String(), CertFile: rc.TLSCert, KeyFile: rc.TLSKey,
+			ClientCAFile: rc.TLSClientCA, TokenFile: rc.TokenFile, Logger: log})
+		if err != nil {
+			cancel()
+			for _, ch := range opt {
+				<-ch
+			}
+			l.Close()
+			return err
+		}
+		run("remote control API", func() error { return remote.Serve(ctx, d) })
+		log.Info("remote control API ready", zap.String("address", "https://"+remote.Addr().String()),
+			zap.Bool("client-certificates", rc.TLSClientCA != ""), zap.Bool("token", rc.TokenFile != ""))
+	}
 	ctlErr := make(chan error, 1)
 	go func() { ctlErr <- control.Serve(ctx, l, d) }()
 	log.Info("control socket ready", zap.String("path", cfg.ControlSocket))
@@ -196,6 +251,11 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 	cancel()
 	if cerr := <-ctlErr; err == nil && cerr != nil {
 		err = fmt.Errorf("control API: %w", cerr)
+	}
+	for _, ch := range opt {
+		if oerr := <-ch; err == nil && oerr != nil {
+			err = oerr
+		}
 	}
 	if eerr := <-epErr; err == nil && eerr != nil {
 		err = eerr
@@ -317,17 +377,21 @@ func leaseCommand(e *env) *cli.Command {
 		Subcommands: []*cli.Command{{
 			Name:  "list",
 			Usage: "list leases (all, or filtered)",
-			Flags: []cli.Flag{socketFlag(), jsonFlag(nil),
+			Flags: append(clientFlags(), jsonFlag(nil),
 				&cli.StringFlag{Name: "type", Usage: "na or pd"},
 				&cli.StringFlag{Name: "state", Usage: "binding status, e.g. ACTIVE"},
 				&cli.StringFlag{Name: "duid", Usage: "client DUID, hex"},
 				&cli.IntFlag{Name: "limit", Usage: "at most this many"},
 				&cli.StringFlag{Name: "after", Usage: `page after this lease ("na ADDRESS" or "pd PREFIX")`},
-			},
+			),
 			Action: func(c *cli.Context) error {
 				f := control.LeaseFilter{Type: c.String("type"), State: c.String("state"), DUID: c.String("duid"),
 					Limit: c.Int("limit"), After: c.String("after")}
-				ls, err := control.NewClient(c.String("socket")).Leases(c.Context, f)
+				cl, err := newClient(c)
+				if err != nil {
+					return err
+				}
+				ls, err := cl.Leases(c.Context, f)
 				if err != nil {
 					return cli.Exit(err.Error(), exitFailure)
 				}
@@ -359,8 +423,12 @@ func failoverCommand(e *env) *cli.Command {
 			Usage: "declare the partner down (RFC 8156 §8.4): this server then serves all clients alone",
 			Description: "Only safe when the partner is really stopped: if both servers run in PARTNER-DOWN they may\n" +
 				"hand the same resources to different clients. Refused in states where the RFC does not allow it.",
-			Flags: []cli.Flag{socketFlag(), jsonFlag(nil), &cli.BoolFlag{Name: "yes", Usage: "do not ask for confirmation"}},
+			Flags: append(clientFlags(), jsonFlag(nil), &cli.BoolFlag{Name: "yes", Usage: "do not ask for confirmation"}),
 			Action: func(c *cli.Context) error {
+				cl, err := newClient(c)
+				if err != nil {
+					return err
+				}
 				if !c.Bool("yes") {
 					fmt.Fprint(e.stdout, "Declare the partner DOWN? Only do this if it is really stopped. Type 'yes': ")
 					var answer string
@@ -369,7 +437,7 @@ func failoverCommand(e *env) *cli.Command {
 						return cli.Exit("not confirmed: nothing changed", exitFailure)
 					}
 				}
-				st, err := control.NewClient(c.String("socket")).PartnerDown(c.Context)
+				st, err := cl.PartnerDown(c.Context)
 				if err != nil {
 					return cli.Exit(err.Error(), exitFailure)
 				}
@@ -383,16 +451,36 @@ func failoverCommand(e *env) *cli.Command {
 	}
 }
 
+// printFailover is the failover part of `tandem status`.
+func printFailover(w io.Writer, f *failover.Status, partner string) {
+	comm := "communications OK"
+	if !f.CommunicationsOK {
+		comm = "communications DOWN"
+	}
+	inState := time.Duration(f.SecondsInState) * time.Second
+	fmt.Fprintf(w, "failover: %s in %s for %s (since %s), partner %s, %s\n", f.Role, f.State, inState, f.StateSince, partner, comm)
+	contact := "never"
+	if f.SecondsSinceContact != nil {
+		contact = fmt.Sprintf("%ds ago (%s)", *f.SecondsSinceContact, f.LastContact)
+	}
+	fmt.Fprintf(w, "          MCLT %s, updates owed %d, unacked %d, clock skew %ds, last contact %s\n",
+		f.MCLT, f.OwedUpdates, f.UnackedUpdates, f.ClockSkewSeconds, contact)
+}
+
 // statusCommand is `tandem status`.
 func statusCommand(e *env) *cli.Command {
 	return &cli.Command{
 		Name:  "status",
 		Usage: "show a running daemon's status",
-		Flags: []cli.Flag{socketFlag(), jsonFlag(nil)},
+		Flags: append(clientFlags(), jsonFlag(nil)),
 		Action: func(c *cli.Context) error {
+			cl, err := newClient(c)
+			if err != nil {
+				return err
+			}
 			ctx, cancel := context.WithTimeout(c.Context, 10*time.Second)
 			defer cancel()
-			st, err := control.NewClient(c.String("socket")).Status(ctx)
+			st, err := cl.Status(ctx)
 			if err != nil {
 				if errors.Is(err, context.DeadlineExceeded) {
 					return cli.Exit("the daemon did not answer within 10s", exitFailure)
@@ -412,9 +500,7 @@ func statusCommand(e *env) *cli.Command {
 					if partner == "" {
 						partner = "unknown"
 					}
-					fmt.Fprintf(e.stdout, "failover: %s in %s since %s, partner %s, communications ok: %v\n", f.Role, f.State, f.StateSince, partner, f.CommunicationsOK)
-					fmt.Fprintf(e.stdout, "          MCLT %s, updates owed %d, unacked %d, clock skew %ds, last contact %s\n",
-						f.MCLT, f.OwedUpdates, f.UnackedUpdates, f.ClockSkewSeconds, f.LastContact)
+					printFailover(e.stdout, &f, partner)
 				}
 			}
 			fmt.Fprintln(e.stdout, "pools:")
