@@ -277,7 +277,7 @@ func (pr *prober) check(t *testing.T, pri, sec string) {
 func (pr *prober) probe(t *testing.T, n *node, svc service) {
 	p := pr.p
 	own := n.role == link.Primary // the parity n may allocate: odd for the primary
-	newValid := testMCLT           // a new lease: nothing acknowledged yet
+	newValid := testMCLT          // a new lease: nothing acknowledged yet
 	if !svc.capped {
 		newValid = validLT
 	}
