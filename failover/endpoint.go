@@ -259,6 +259,7 @@ func (e *Endpoint) publish() {
 // stored record (restart): nothing unstored is ever published or announced
 // (S2). do reports whether the batch ran to the end.
 func (e *Endpoint) do(acts []machine.Action) bool {
+	flush := false
 	for _, a := range acts {
 		switch a.Kind {
 		case machine.EnterState:
@@ -291,7 +292,9 @@ func (e *Endpoint) do(acts []machine.Action) bool {
 				e.log.Warn("send update request", zap.Stringer("type", msg.Type), zap.Error(err))
 			}
 		case machine.FlushUpdates:
-			e.wakeSender()
+			// After publish: the sender checks the published state, and
+			// woken now it could still see one that does not send.
+			flush = true
 		case machine.SendPoolReq:
 			_ = e.link.Send(wire.NewPoolReq(e.link.NewXID(), 0))
 		case machine.SetTimer:
@@ -315,6 +318,9 @@ func (e *Endpoint) do(acts []machine.Action) bool {
 		}
 	}
 	e.publish()
+	if flush {
+		e.wakeSender()
+	}
 	return true
 }
 
