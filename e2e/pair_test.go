@@ -8,6 +8,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -156,13 +158,26 @@ func TestPairNormalAndReplication(t *testing.T) {
 }
 
 // TestPairFailover: kill the primary; the secondary goes to
-// COMMUNICATIONS-INTERRUPTED and still renews its known client (lifetime
-// capped by the MCLT); after `tandem failover partner-down` it serves new
-// clients from its own (even) addresses; the primary restarts, recovers, and
-// both return to NORMAL with the same bindings.
+// COMMUNICATIONS-INTERRUPTED and still serves the primary's existing
+// client: dhclient's Renews to the primary's Server ID go unanswered, at T2
+// it Rebinds and the secondary extends the lease (lifetime capped by the
+// MCLT), and the next Renew, now to the secondary, is answered the same
+// way. After `tandem failover partner-down` the secondary serves new
+// clients from its own (even) addresses; the primary restarts, recovers,
+// and both return to NORMAL with the same bindings.
+//
+// The MCLT is 10 s here, so dhclient's first lease is 10 s long with T1 5 s
+// and T2 8 s (RFC 8156 §4.4: the MCLT caps a lease the partner has not
+// acknowledged; T1 and T2 scale with it), and the rebind comes within
+// seconds of the kill.
 func TestPairFailover(t *testing.T) {
 	p := newPair(t)
 	netns.RequireTool(t, "perfdhcp")
+	netns.RequireTool(t, "dhclient")
+	const mclt = 10 * time.Second
+	for _, cfg := range []string{p.cfgA, p.cfgB} {
+		editConfig(t, cfg, `mclt = "30s"`, fmt.Sprintf("mclt = %q", mclt.String()))
+	}
 	p.dA = p.a.start(t, p.cfgA)
 	p.dB = p.b.start(t, p.cfgB)
 	waitStates(t, p, "NORMAL", "NORMAL", 90*time.Second)
@@ -176,10 +191,86 @@ func TestPairFailover(t *testing.T) {
 		t.Fatal("no leases from the first load")
 	}
 
+	// dhclient gets a lease from the primary: capped at the MCLT (nothing
+	// acknowledged yet), so it renews after mclt/2 and rebinds after 4/5 of it.
+	priDUID, secDUID := p.a.status(t).ServerDUID, p.b.status(t).ServerDUID
+	lf, stopClient := dhclient(t, p.cli, p.a.dir, false)
+	var first dhcLease
+	netns.WaitFor(t, 30*time.Second, "dhclient's lease from the primary", func() bool {
+		ls := readDhcLeases(lf)
+		if len(ls) == 0 {
+			return false
+		}
+		first = ls[len(ls)-1]
+		return true
+	})
+	if first.serverID != priDUID || first.maxLife != int(mclt/time.Second) || first.renew != first.maxLife/2 {
+		t.Fatalf("dhclient's first lease %+v: want from the primary (%s), max-life %d (the MCLT), renew %d", first, priDUID, int(mclt/time.Second), int(mclt/time.Second)/2)
+	}
+	netns.WaitFor(t, 5*time.Second, "the client's binding acknowledged by the secondary", func() bool {
+		l := findLease(p.b.leases(t), "na", first.addr)
+		return l != nil && l.State == "ACTIVE" && failoverOf(t, p.a).Owed == 0
+	})
+	before[first.addr] = "" // not new in PARTNER-DOWN
+	sc0 := p.b.status(t).Counters
+
+	// Kill the primary before the client's T1.
 	p.dA.kill()
+	killed := time.Now()
+	if time.Since(time.Unix(first.starts, 0)) >= time.Duration(first.renew)*time.Second {
+		t.Fatalf("the primary died after the client's T1 (%ds): the client may have renewed with it", first.renew)
+	}
 	netns.WaitFor(t, 20*time.Second, "the secondary in COMMUNICATIONS-INTERRUPTED", func() bool {
 		return failoverOf(t, p.b).State == "COMMUNICATIONS-INTERRUPTED"
 	})
+
+	// The client's Renew names the primary: the secondary drops it. At T2 the
+	// client Rebinds; the secondary answers, capped at the MCLT (it holds no
+	// acknowledged partner lifetime for the lease).
+	var rebound dhcLease
+	netns.WaitFor(t, 30*time.Second, "the client's lease extended by the secondary", func() bool {
+		for _, l := range readDhcLeases(lf) {
+			if l.serverID == secDUID && l.addr == first.addr {
+				rebound = l
+				return true
+			}
+		}
+		return false
+	})
+	sc1 := p.b.status(t).Counters
+	if sc1["pkt6-renew-received"] == sc0["pkt6-renew-received"] || sc1["pkt6-rebind-received"] == sc0["pkt6-rebind-received"] {
+		t.Errorf("secondary counters before/after: renew %d/%d, rebind %d/%d: want the client's Renew (dropped) and then Rebind",
+			sc0["pkt6-renew-received"], sc1["pkt6-renew-received"], sc0["pkt6-rebind-received"], sc1["pkt6-rebind-received"])
+	}
+	if sc1["pkt6-receive-drop"] == sc0["pkt6-receive-drop"] {
+		t.Errorf("the secondary dropped nothing: the Renew to the primary's Server ID was answered")
+	}
+	if rebound.maxLife <= 0 || rebound.maxLife > int(mclt/time.Second) || rebound.starts < killed.Unix()-1 {
+		t.Errorf("lease from the secondary %+v: want max-life at most the MCLT %v, started after the kill", rebound, mclt)
+	}
+	if st := failoverOf(t, p.b).State; st != "COMMUNICATIONS-INTERRUPTED" {
+		t.Fatalf("secondary in %s when it rebound the client, want COMMUNICATIONS-INTERRUPTED", st)
+	}
+	lb := findLease(p.b.leases(t), "na", first.addr)
+	if lb == nil || lb.State != "ACTIVE" || lb.ValidLifetime == 0 || lb.ValidLifetime > uint32(mclt/time.Second) || !lb.Owed {
+		t.Errorf("secondary's binding of %s: %+v; want ACTIVE, valid lifetime at most the MCLT, an update owed to the primary", first.addr, lb)
+	}
+	// The next Renew carries the secondary's Server ID: answered, capped.
+	netns.WaitFor(t, 30*time.Second, "the client's Renew answered by the secondary", func() bool {
+		for _, l := range readDhcLeases(lf) {
+			if l.serverID == secDUID && l.addr == first.addr && l.starts > rebound.starts {
+				rebound = l
+				return true
+			}
+		}
+		return false
+	})
+	if rebound.maxLife > int(mclt/time.Second) {
+		t.Errorf("renewal from the secondary %+v: max-life above the MCLT %v", rebound, mclt)
+	}
+	t.Logf("dhclient: %s from the primary (max-life %ds, T1 %ds); after the kill, from the secondary in COMMUNICATIONS-INTERRUPTED: max-life %ds",
+		first.addr, first.maxLife, first.renew, rebound.maxLife)
+	stopClient()
 
 	out, err := exec.Command(tandemBin, "failover", "partner-down", "--socket", p.b.socket(), "--yes").CombinedOutput()
 	if err != nil {
@@ -249,4 +340,69 @@ func evenAddr(a string) bool {
 		return false
 	}
 	return ip.As16()[15]&1 == 0
+}
+
+// editConfig replaces old (which must be there) by new in a config file.
+func editConfig(t *testing.T, path, old, new string) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), old) {
+		t.Fatalf("%s does not contain %q", path, old)
+	}
+	if err := os.WriteFile(path, []byte(strings.Replace(string(b), old, new, 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// dhcLease is one IA_NA lease in a dhclient -6 lease file.
+type dhcLease struct {
+	addr          string
+	serverID      string // lowercase hex, as `tandem status` shows a DUID
+	starts        int64  // Unix seconds, the iaaddr's
+	renew, rebind int    // T1, T2 (s)
+	prefLife      int
+	maxLife       int
+}
+
+var (
+	reLease6   = regexp.MustCompile(`(?s)lease6 \{(.*?)\n\}`)
+	reServerID = regexp.MustCompile(`option dhcp6\.server-id ([0-9a-fA-F:]+);`)
+	reIANA     = regexp.MustCompile(`(?s)ia-na [0-9a-f:]+ \{\s*starts \d+;\s*renew (\d+);\s*rebind (\d+);`)
+	reIAAddrLT = regexp.MustCompile(`(?s)iaaddr (\S+) \{\s*starts (\d+);\s*preferred-life (\d+);\s*max-life (\d+);`)
+)
+
+// readDhcLeases parses the lease6 blocks of a dhclient lease file, oldest
+// first (dhclient appends each new binding).
+func readDhcLeases(path string) []dhcLease {
+	b, _ := os.ReadFile(path)
+	var out []dhcLease
+	for _, m := range reLease6.FindAllSubmatch(b, -1) {
+		blk := m[1]
+		var l dhcLease
+		if a := reIAAddrLT.FindSubmatch(blk); a != nil {
+			l.addr = string(a[1])
+			l.starts, _ = strconv.ParseInt(string(a[2]), 10, 64)
+			l.prefLife, _ = strconv.Atoi(string(a[3]))
+			l.maxLife, _ = strconv.Atoi(string(a[4]))
+		} else {
+			continue
+		}
+		if a := reIANA.FindSubmatch(blk); a != nil {
+			l.renew, _ = strconv.Atoi(string(a[1]))
+			l.rebind, _ = strconv.Atoi(string(a[2]))
+		}
+		if a := reServerID.FindSubmatch(blk); a != nil {
+			var sb strings.Builder
+			for _, part := range strings.Split(string(a[1]), ":") {
+				v, _ := strconv.ParseUint(part, 16, 8)
+				fmt.Fprintf(&sb, "%02x", v)
+			}
+			l.serverID = sb.String()
+		}
+		out = append(out, l)
+	}
+	return out
 }
