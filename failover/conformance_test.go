@@ -347,7 +347,7 @@ func (pr *prober) probe(t *testing.T, n *node, svc service) {
 	// Solicit (Advertise), Request: only a responsive server allocates, and
 	// only its own parity, capped unless PARTNER-DOWN.
 	c := pr.client()
-	if adv := want("Solicit", c.msg(dhcpv6.MessageTypeSolicit, c.ia()), svc.answers == answerAll); adv != nil {
+	if adv := want("Solicit", c.Msg(dhcpv6.MessageTypeSolicit, c.IANA()), svc.answers == answerAll); adv != nil {
 		if a := leaseOf(c, adv).addr; !a.IsValid() || odd(a) != own {
 			t.Errorf("%s advertised %v: want an address of its own parity (odd: %v)", n.name, a, own)
 		} else {
@@ -359,16 +359,16 @@ func (pr *prober) probe(t *testing.T, n *node, svc service) {
 			if l.addr != a || l.valid != newValid {
 				t.Errorf("%s Request: %v valid %v, want %v valid %v", n.name, l.addr, l.valid, a, newValid)
 			}
-			if b, ok := n.get(a); !ok || b.Status != fsm.StatusActive || b.DUID != c.key() {
+			if b, ok := n.get(a); !ok || b.Status != fsm.StatusActive || b.DUID != c.Key() {
 				t.Errorf("%s: the Request's lease %v is %+v, want ACTIVE for the client", n.name, a, b)
 			}
 		}
 	} else {
 		c2 := pr.client()
 		strangers = append(strangers, c, c2)
-		want("Rapid Commit Solicit", c2.msg(dhcpv6.MessageTypeSolicit, c2.ia(),
+		want("Rapid Commit Solicit", c2.Msg(dhcpv6.MessageTypeSolicit, c2.IANA(),
 			&dhcpv6.OptionGeneric{OptionCode: dhcpv6.OptionRapidCommit}), false)
-		want("Request", c2.msg(dhcpv6.MessageTypeRequest, n.sid(), c2.ia(pr.freeAddr(own))), false)
+		want("Request", c2.Msg(dhcpv6.MessageTypeRequest, n.sid(), c2.IANA(pr.freeAddr(own))), false)
 	}
 	if svc.answers == answerAll {
 		// A client asking for one of the partner's free addresses gets one
@@ -388,7 +388,7 @@ func (pr *prober) probe(t *testing.T, n *node, svc service) {
 	if renewAnswered && !known {
 		t.Fatalf("%s holds no binding for the known lease %v", n.name, ka)
 	}
-	if r := want("Renew (our Server ID)", k.msg(dhcpv6.MessageTypeRenew, n.sid(), k.ia(ka)), renewAnswered); r != nil {
+	if r := want("Renew (our Server ID)", k.Msg(dhcpv6.MessageTypeRenew, n.sid(), k.IANA(ka)), renewAnswered); r != nil {
 		l := leaseOf(k, r)
 		if wv := expectValid(p.clk.Now(), kb, svc.capped); l.addr != ka || l.valid != wv {
 			t.Errorf("%s Renew of %v: %v valid %v, want valid %v (acked partner lifetime now%+ds, capped %v)",
@@ -397,10 +397,10 @@ func (pr *prober) probe(t *testing.T, n *node, svc service) {
 	}
 	if o := p.partner(n); o.ep != nil {
 		// RFC 8415 §16: a Renew naming another server is not ours, in any state.
-		want("Renew (partner's Server ID)", k.msg(dhcpv6.MessageTypeRenew, o.sid(), k.ia(ka)), false)
+		want("Renew (partner's Server ID)", k.Msg(dhcpv6.MessageTypeRenew, o.sid(), k.IANA(ka)), false)
 	}
 	kb, _ = n.get(ka)
-	if r := want("Rebind", k.msg(dhcpv6.MessageTypeRebind, k.ia(ka)), svc.answers == answerAll); r != nil {
+	if r := want("Rebind", k.Msg(dhcpv6.MessageTypeRebind, k.IANA(ka)), svc.answers == answerAll); r != nil {
 		l := leaseOf(k, r)
 		if wv := expectValid(p.clk.Now(), kb, svc.capped); l.addr != ka || l.valid != wv {
 			t.Errorf("%s Rebind of %v: %v valid %v, want valid %v", n.name, ka, l.addr, l.valid, wv)
@@ -412,7 +412,7 @@ func (pr *prober) probe(t *testing.T, n *node, svc service) {
 		// NoBinding, and nothing is ever allocated (§8.7.1).
 		s := pr.client()
 		strangers = append(strangers, s)
-		r := want("Renew of an unknown lease", s.msg(dhcpv6.MessageTypeRenew, n.sid(), s.ia(pr.freeAddr(own))), true)
+		r := want("Renew of an unknown lease", s.Msg(dhcpv6.MessageTypeRenew, n.sid(), s.IANA(pr.freeAddr(own))), true)
 		if l := leaseOf(s, r); r != nil && (l.addr.IsValid() || l.statusCode != int(iana.StatusNoBinding)) {
 			t.Errorf("%s: Renew of an unknown lease: %+v, want NoBinding and no address", n.name, l)
 		}
@@ -421,7 +421,7 @@ func (pr *prober) probe(t *testing.T, n *node, svc service) {
 	// probes' own clients.
 	for _, b := range n.bindings() {
 		for _, c := range strangers {
-			if b.DUID == c.key() {
+			if b.DUID == c.Key() {
 				t.Errorf("%s %s: a binding for a probe's new client: %v %v", n.name, svc.answers, b.Resource, b.Status)
 			}
 		}
@@ -640,7 +640,7 @@ func TestConformanceRecoverWaitFromTimeOfFailure(t *testing.T) {
 	if s := p.sec.stats(); s.Sent[wire.MsgUpdReq] == 0 || s.Sent[wire.MsgUpdReqAll] != 0 {
 		t.Errorf("secondary sent UPDREQ %d, UPDREQALL %d times; want UPDREQ (it kept its database)", s.Sent[wire.MsgUpdReq], s.Sent[wire.MsgUpdReqAll])
 	}
-	if b, ok := p.sec.get(ld.addr); !ok || b.DUID != during.key() || b.Status != fsm.StatusActive {
+	if b, ok := p.sec.get(ld.addr); !ok || b.DUID != during.Key() || b.Status != fsm.StatusActive {
 		t.Errorf("after UPDDONE the secondary holds %v as %+v, want the primary's PARTNER-DOWN lease", ld.addr, b)
 	}
 	startup, _, ok := recs.first(wire.StateStartup)

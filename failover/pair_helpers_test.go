@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv6"
-	"github.com/insomniacslk/dhcp/iana"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
@@ -30,6 +29,7 @@ import (
 	"github.com/tandem-dhcp/tandem/failover/wire"
 	"github.com/tandem-dhcp/tandem/fsm"
 	"github.com/tandem-dhcp/tandem/internal/clock"
+	"github.com/tandem-dhcp/tandem/internal/dhcptest"
 	"github.com/tandem-dhcp/tandem/internal/memnet"
 	"github.com/tandem-dhcp/tandem/raftstore"
 	"github.com/tandem-dhcp/tandem/server"
@@ -484,41 +484,10 @@ func (p *pairEnv) sameBindings() string {
 
 // --- DHCPv6 clients ---
 
-// dhcpClient is a DHCPv6 client identity with one IA_NA.
-type dhcpClient struct {
-	duid dhcpv6.DUID
-	iaid [4]byte
-}
+// dhcpClient is the shared client simulator (internal/dhcptest).
+type dhcpClient = dhcptest.Client
 
-func newClient(n int) *dhcpClient {
-	hw := net.HardwareAddr{0x02, 0x00, byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)}
-	return &dhcpClient{duid: &dhcpv6.DUIDLL{HWType: iana.HWTypeEthernet, LinkLayerAddr: hw},
-		iaid: [4]byte{0, 0, byte(n >> 8), byte(n)}}
-}
-
-func (c *dhcpClient) key() string { return string(c.duid.ToBytes()) }
-
-func (c *dhcpClient) msg(t dhcpv6.MessageType, opts ...dhcpv6.Option) *dhcpv6.Message {
-	m, err := dhcpv6.NewMessage()
-	if err != nil {
-		panic(err)
-	}
-	m.MessageType = t
-	m.AddOption(dhcpv6.OptClientID(c.duid))
-	m.AddOption(dhcpv6.OptElapsedTime(0))
-	for _, o := range opts {
-		m.AddOption(o)
-	}
-	return m
-}
-
-func (c *dhcpClient) ia(addrs ...netip.Addr) *dhcpv6.OptIANA {
-	o := &dhcpv6.OptIANA{IaId: c.iaid}
-	for _, a := range addrs {
-		o.Options.Add(&dhcpv6.OptIAAddress{IPv6Addr: net.IP(a.AsSlice())})
-	}
-	return o
-}
+func newClient(n int) *dhcpClient { return dhcptest.New(n) }
 
 // sid is n's Server Identifier option.
 func (n *node) sid() dhcpv6.Option {
@@ -581,36 +550,17 @@ type lease struct {
 	replyFromSID []byte
 }
 
-// leaseOf returns the one address with a non-zero valid lifetime in c's
-// IA_NA of r (an invalid addr when there is none).
+// leaseOf returns c's lease in r: the one address with a non-zero valid
+// lifetime in c's IA_NA (an invalid addr when there is none).
 func leaseOf(c *dhcpClient, r *dhcpv6.Message) lease {
-	var l lease
-	l.statusCode = -1
-	if sid := r.Options.ServerID(); sid != nil {
-		l.replyFromSID = sid.ToBytes()
-	}
-	for _, ia := range r.Options.IANA() {
-		if ia.IaId != c.iaid {
-			continue
-		}
-		l.t1, l.t2 = ia.T1, ia.T2
-		if sc, ok := ia.Options.GetOne(dhcpv6.OptionStatusCode).(*dhcpv6.OptStatusCode); ok {
-			l.statusCode = int(sc.StatusCode)
-		}
-		for _, a := range ia.Options.Addresses() {
-			if a.ValidLifetime > 0 {
-				l.addr, _ = netip.AddrFromSlice(a.IPv6Addr)
-				l.valid, l.pref = a.ValidLifetime, a.PreferredLifetime
-			}
-		}
-	}
-	return l
+	l := c.LeaseOf(r)
+	return lease{addr: l.Addr, valid: l.Valid, pref: l.Pref, t1: l.T1, t2: l.T2, statusCode: l.Status, replyFromSID: l.ServerID}
 }
 
 // lease runs Solicit/Advertise/Request/Reply with n and returns c's lease.
 func (n *node) lease(c *dhcpClient) lease {
 	n.p.t.Helper()
-	adv := n.exchange(c.msg(dhcpv6.MessageTypeSolicit, c.ia()), dhcpv6.MessageTypeAdvertise)
+	adv := n.exchange(c.Msg(dhcpv6.MessageTypeSolicit, c.IANA()), dhcpv6.MessageTypeAdvertise)
 	req, err := dhcpv6.NewRequestFromAdvertise(adv)
 	if err != nil {
 		n.p.t.Fatalf("NewRequestFromAdvertise: %v", err)
@@ -625,7 +575,7 @@ func (n *node) lease(c *dhcpClient) lease {
 // rapidLease gets c a lease from n with a Rapid Commit Solicit (one
 // exchange, one commit); safe from several goroutines.
 func (n *node) rapidLease(c *dhcpClient) (lease, error) {
-	r, err := n.handle(c.msg(dhcpv6.MessageTypeSolicit, c.ia(), &dhcpv6.OptionGeneric{OptionCode: dhcpv6.OptionRapidCommit}))
+	r, err := n.handle(c.Msg(dhcpv6.MessageTypeSolicit, c.IANA(), &dhcpv6.OptionGeneric{OptionCode: dhcpv6.OptionRapidCommit}))
 	if err != nil {
 		return lease{}, err
 	}
@@ -642,7 +592,7 @@ func (n *node) rapidLease(c *dhcpClient) (lease, error) {
 // renew sends c's Renew of a to n (carrying n's Server ID).
 func (n *node) renew(c *dhcpClient, a netip.Addr) lease {
 	n.p.t.Helper()
-	return leaseOf(c, n.exchange(c.msg(dhcpv6.MessageTypeRenew, n.sid(), c.ia(a)), dhcpv6.MessageTypeReply))
+	return leaseOf(c, n.exchange(c.Msg(dhcpv6.MessageTypeRenew, n.sid(), c.IANA(a)), dhcpv6.MessageTypeReply))
 }
 
 // leaseMany gets count clients (numbered from first) a lease from n, from
@@ -693,7 +643,7 @@ func odd(a netip.Addr) bool { return a.As16()[15]&1 == 1 }
 // for address a.
 func (n *node) rapidLeaseHint(c *dhcpClient, a netip.Addr) lease {
 	n.p.t.Helper()
-	r := n.exchange(c.msg(dhcpv6.MessageTypeSolicit, c.ia(a), &dhcpv6.OptionGeneric{OptionCode: dhcpv6.OptionRapidCommit}),
+	r := n.exchange(c.Msg(dhcpv6.MessageTypeSolicit, c.IANA(a), &dhcpv6.OptionGeneric{OptionCode: dhcpv6.OptionRapidCommit}),
 		dhcpv6.MessageTypeReply)
 	return leaseOf(c, r)
 }
@@ -701,13 +651,13 @@ func (n *node) rapidLeaseHint(c *dhcpClient, a netip.Addr) lease {
 // release sends c's Release of a to n.
 func (n *node) release(c *dhcpClient, a netip.Addr) {
 	n.p.t.Helper()
-	n.exchange(c.msg(dhcpv6.MessageTypeRelease, n.sid(), c.ia(a)), dhcpv6.MessageTypeReply)
+	n.exchange(c.Msg(dhcpv6.MessageTypeRelease, n.sid(), c.IANA(a)), dhcpv6.MessageTypeReply)
 }
 
 // rebind sends c's Rebind of a to n.
 func (n *node) rebind(c *dhcpClient, a netip.Addr) lease {
 	n.p.t.Helper()
-	return leaseOf(c, n.exchange(c.msg(dhcpv6.MessageTypeRebind, c.ia(a)), dhcpv6.MessageTypeReply))
+	return leaseOf(c, n.exchange(c.Msg(dhcpv6.MessageTypeRebind, c.IANA(a)), dhcpv6.MessageTypeReply))
 }
 
 // noDoubleActive reports addresses ACTIVE on both partners for different

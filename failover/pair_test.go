@@ -79,8 +79,8 @@ func TestPairFreshStartMCLT(t *testing.T) {
 		return ok && b.Status == fsm.StatusActive
 	})
 	sb, _ := p.sec.get(l.addr)
-	if sb.DUID != c.key() || sb.ExpirationTime != wantPL {
-		t.Errorf("secondary binding %+v: want client %x, ExpirationTime %d", sb, c.key(), wantPL)
+	if sb.DUID != c.Key() || sb.ExpirationTime != wantPL {
+		t.Errorf("secondary binding %+v: want client %x, ExpirationTime %d", sb, c.Key(), wantPL)
 	}
 	if sb.StateExpirationTime != granted.Add(testMCLT).Unix() {
 		t.Errorf("secondary state-expiration-time %d, want %d", sb.StateExpirationTime, granted.Add(testMCLT).Unix())
@@ -126,10 +126,10 @@ func TestPairSecondaryRenewResponsive(t *testing.T) {
 	l := p.pri.lease(c)
 	p.waitAcked()
 
-	p.sec.expectDrop(c.msg(dhcpv6.MessageTypeSolicit, c.ia()))
-	p.sec.expectDrop(c.msg(dhcpv6.MessageTypeSolicit, c.ia(), &dhcpv6.OptionGeneric{OptionCode: dhcpv6.OptionRapidCommit}))
-	p.sec.expectDrop(c.msg(dhcpv6.MessageTypeRenew, p.pri.sid(), c.ia(l.addr)))
-	p.sec.expectDrop(c.msg(dhcpv6.MessageTypeRebind, c.ia(l.addr)))
+	p.sec.expectDrop(c.Msg(dhcpv6.MessageTypeSolicit, c.IANA()))
+	p.sec.expectDrop(c.Msg(dhcpv6.MessageTypeSolicit, c.IANA(), &dhcpv6.OptionGeneric{OptionCode: dhcpv6.OptionRapidCommit}))
+	p.sec.expectDrop(c.Msg(dhcpv6.MessageTypeRenew, p.pri.sid(), c.IANA(l.addr)))
+	p.sec.expectDrop(c.Msg(dhcpv6.MessageTypeRebind, c.IANA(l.addr)))
 
 	p.advance(10 * time.Second)
 	renewed := p.clk.Now()
@@ -144,8 +144,8 @@ func TestPairSecondaryRenewResponsive(t *testing.T) {
 	// NoBinding, nothing allocated.
 	stranger := newClient(8)
 	before := len(p.sec.bindings())
-	sr := leaseOf(stranger, p.sec.exchange(stranger.msg(dhcpv6.MessageTypeRenew, p.sec.sid(),
-		stranger.ia(netip.MustParseAddr("2001:db8:1::1002"))), dhcpv6.MessageTypeReply))
+	sr := leaseOf(stranger, p.sec.exchange(stranger.Msg(dhcpv6.MessageTypeRenew, p.sec.sid(),
+		stranger.IANA(netip.MustParseAddr("2001:db8:1::1002"))), dhcpv6.MessageTypeReply))
 	if sr.addr.IsValid() || sr.statusCode != int(iana.StatusNoBinding) {
 		t.Errorf("Renew of an unknown lease: %+v, want NoBinding and no address", sr)
 	}
@@ -157,7 +157,7 @@ func TestPairSecondaryRenewResponsive(t *testing.T) {
 	// and is acknowledged.
 	waitFor(t, "the secondary's renewal on the primary", func() bool {
 		b, _ := p.pri.get(l.addr)
-		return b.StateExpirationTime == renewed.Add(testMCLT).Unix() && b.DUID == c.key() && b.Status == fsm.StatusActive
+		return b.StateExpirationTime == renewed.Add(testMCLT).Unix() && b.DUID == c.Key() && b.Status == fsm.StatusActive
 	})
 	p.waitAcked()
 	sb, _ := p.sec.get(l.addr)
@@ -226,7 +226,7 @@ func TestPairPartition(t *testing.T) {
 	// The pre-partition client rebinds with the secondary (the primary is
 	// out of reach): extended, but capped by the MCLT (the secondary holds no
 	// acknowledged partner lifetime for it).
-	rb := leaseOf(pre, p.sec.exchange(pre.msg(dhcpv6.MessageTypeRebind, pre.ia(lpre.addr)), dhcpv6.MessageTypeReply))
+	rb := leaseOf(pre, p.sec.exchange(pre.Msg(dhcpv6.MessageTypeRebind, pre.IANA(lpre.addr)), dhcpv6.MessageTypeReply))
 	if rb.addr != lpre.addr || rb.valid > testMCLT {
 		t.Errorf("secondary Rebind of %v: %v valid %v, want the same address, at most the MCLT", lpre.addr, rb.addr, rb.valid)
 	}
@@ -245,8 +245,8 @@ func TestPairPartition(t *testing.T) {
 	for a, c := range leases {
 		for _, n := range []*node{p.pri, p.sec} {
 			b, ok := n.get(a)
-			if !ok || b.Status != fsm.StatusActive || b.DUID != c.key() {
-				t.Errorf("%s: %v is %+v, want ACTIVE for client %x", n.name, a, b, c.key())
+			if !ok || b.Status != fsm.StatusActive || b.DUID != c.Key() {
+				t.Errorf("%s: %v is %+v, want ACTIVE for client %x", n.name, a, b, c.Key())
 			}
 		}
 	}
@@ -361,7 +361,7 @@ func testOperatorPartnerDown(t *testing.T, wait time.Duration, via string) {
 		t.Errorf("binding tables differ: %s", d)
 	}
 	for a, c := range during {
-		if b, ok := p.pri.get(a); !ok || b.Status != fsm.StatusActive || b.DUID != c.key() {
+		if b, ok := p.pri.get(a); !ok || b.Status != fsm.StatusActive || b.DUID != c.Key() {
 			t.Errorf("primary: the secondary's PARTNER-DOWN lease %v is %+v", a, b)
 		}
 	}
@@ -436,7 +436,7 @@ func TestPairBothPartnerDownConflict(t *testing.T) {
 		t.Fatalf("primary did not give %v to client D after the reuse time: got %v", la.addr, ld.addr)
 	}
 	side[ld.addr] = d
-	if sb, _ := p.sec.get(la.addr); sb.DUID != a.key() || sb.Status != fsm.StatusActive {
+	if sb, _ := p.sec.get(la.addr); sb.DUID != a.Key() || sb.Status != fsm.StatusActive {
 		t.Fatalf("secondary: %v is %+v, want ACTIVE for A", la.addr, sb)
 	}
 
@@ -459,8 +459,8 @@ func TestPairBothPartnerDownConflict(t *testing.T) {
 	}
 	for addr, c := range side {
 		for _, n := range []*node{p.pri, p.sec} {
-			if b, ok := n.get(addr); !ok || b.Status != fsm.StatusActive || b.DUID != c.key() {
-				t.Errorf("%s: %v is %+v, want ACTIVE for %x", n.name, addr, b, c.key())
+			if b, ok := n.get(addr); !ok || b.Status != fsm.StatusActive || b.DUID != c.Key() {
+				t.Errorf("%s: %v is %+v, want ACTIVE for %x", n.name, addr, b, c.Key())
 			}
 		}
 	}
@@ -523,8 +523,8 @@ func TestPairSecondaryLostDatabase(t *testing.T) {
 		t.Errorf("binding tables differ: %s", d)
 	}
 	for a, c := range leases {
-		if b, ok := p.sec.get(a); !ok || b.Status != fsm.StatusActive || b.DUID != c.key() || b.ExpirationTime == 0 {
-			t.Fatalf("secondary: %v is %+v, want ACTIVE for %x with an expiration-time", a, b, c.key())
+		if b, ok := p.sec.get(a); !ok || b.Status != fsm.StatusActive || b.DUID != c.Key() || b.ExpirationTime == 0 {
+			t.Fatalf("secondary: %v is %+v, want ACTIVE for %x with an expiration-time", a, b, c.Key())
 		}
 	}
 }
@@ -663,7 +663,7 @@ func TestPairBndReplyAfterCommit(t *testing.T) {
 	waitFor(t, "the BNDREPLY after the commit", func() bool { return p.pri.stats().Received[wire.MsgBndReply] > replies })
 	p.waitAcked()
 	verify(21)
-	if b, _ := p.sec.get(l.addr); b.Status != fsm.StatusActive || b.DUID != c.key() {
+	if b, _ := p.sec.get(l.addr); b.Status != fsm.StatusActive || b.DUID != c.Key() {
 		t.Errorf("secondary: %v is %+v", l.addr, b)
 	}
 }
@@ -703,7 +703,7 @@ func TestPairPartnerDownWithLivePartner(t *testing.T) {
 		t.Errorf("secondary states %v", sst)
 	}
 	p.waitAcked()
-	if b, ok := p.pri.get(l.addr); !ok || b.Status != fsm.StatusActive || b.DUID != c.key() {
+	if b, ok := p.pri.get(l.addr); !ok || b.Status != fsm.StatusActive || b.DUID != c.Key() {
 		t.Errorf("primary: %v is %+v", l.addr, b)
 	}
 	if d := p.sameBindings(); d != "" {
@@ -784,6 +784,6 @@ func TestPairPersistFailure(t *testing.T) {
 	l := p.pri.lease(c)
 	waitFor(t, "replication after the recovery", func() bool {
 		b, ok := p.sec.get(l.addr)
-		return ok && b.DUID == c.key()
+		return ok && b.DUID == c.Key()
 	})
 }

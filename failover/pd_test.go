@@ -19,6 +19,7 @@ import (
 	"github.com/tandem-dhcp/tandem/failover/update"
 	"github.com/tandem-dhcp/tandem/failover/wire"
 	"github.com/tandem-dhcp/tandem/fsm"
+	"github.com/tandem-dhcp/tandem/internal/dhcptest"
 	"github.com/tandem-dhcp/tandem/server"
 )
 
@@ -61,29 +62,16 @@ func (n *node) freeBackup() []netip.Prefix {
 	return n.prefixesWith(func(b fsm.Binding) bool { return b.Status == fsm.StatusFreeBackup && !b.Owed() })
 }
 
-// pdIA is c's IA_PD (IAID = its IA_NA's).
-func (c *dhcpClient) pdIA() *dhcpv6.OptIAPD { return &dhcpv6.OptIAPD{IaId: c.iaid} }
-
 // delegate asks n for a prefix with a Rapid Commit Solicit; it returns the
-// prefix, or the IA_PD's status code.
+// prefix, or the IA_PD's status code (-2: no IA_PD in the reply).
 func (n *node) delegate(c *dhcpClient) (netip.Prefix, int) {
 	n.p.t.Helper()
-	r := n.exchange(c.msg(dhcpv6.MessageTypeSolicit, c.pdIA(), &dhcpv6.OptionGeneric{OptionCode: dhcpv6.OptionRapidCommit}),
-		dhcpv6.MessageTypeReply)
-	for _, ia := range r.Options.IAPD() {
-		if ia.IaId != c.iaid {
-			continue
-		}
-		for _, p := range ia.Options.Prefixes() {
-			if p.ValidLifetime > 0 && p.Prefix != nil {
-				a, _ := netip.AddrFromSlice(p.Prefix.IP)
-				ones, _ := p.Prefix.Mask.Size()
-				return netip.PrefixFrom(a, ones), -1
-			}
-		}
-		if sc, ok := ia.Options.GetOne(dhcpv6.OptionStatusCode).(*dhcpv6.OptStatusCode); ok {
-			return netip.Prefix{}, int(sc.StatusCode)
-		}
+	l := c.LeaseOf(n.exchange(c.Msg(dhcpv6.MessageTypeSolicit, c.IAPD(), dhcptest.RapidCommit()), dhcpv6.MessageTypeReply))
+	switch {
+	case l.Prefix.IsValid():
+		return l.Prefix, -1
+	case l.PDStatus >= 0:
+		return netip.Prefix{}, l.PDStatus
 	}
 	return netip.Prefix{}, -2
 }

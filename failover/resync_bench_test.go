@@ -250,7 +250,7 @@ func probe(srv *server.Server, firstClient *int, stop <-chan struct{}) *latencie
 		}
 		c := newClient(*firstClient)
 		*firstClient++
-		m := c.msg(dhcpv6.MessageTypeSolicit, c.ia(), &dhcpv6.OptionGeneric{OptionCode: dhcpv6.OptionRapidCommit})
+		m := c.Msg(dhcpv6.MessageTypeSolicit, c.IANA(), &dhcpv6.OptionGeneric{OptionCode: dhcpv6.OptionRapidCommit})
 		start := time.Now()
 		out, _, err := srv.Handle(m.ToBytes(), linkInfo)
 		d := time.Since(start)
