@@ -97,9 +97,10 @@ type Config struct {
 // turned into a closure executed by Run's loop goroutine, one at a time.
 // The sender goroutine sends owed updates (and the secondary's POOLREQ after
 // them); the housekeeper goroutine rebalances delegable prefixes (primary)
-// and runs the PARTNER-DOWN sweep; BNDUPDs from the partner are handled by
-// short-lived goroutines (each commits, then replies; their commits share
-// log entries through partnerCommits). Policy
+// and runs the PARTNER-DOWN sweep; BNDUPDs and BNDREPLYs from the partner
+// are handled by short-lived goroutines that hand their changes to a
+// committer (commit.go), which groups those arriving together into one log
+// entry; a BNDUPD's BNDREPLY goes out only after its commit. Policy
 // methods may be called from any goroutine: they read an atomically
 // published snapshot of the service the state allows.
 type Endpoint struct {
@@ -143,7 +144,8 @@ type Endpoint struct {
 	waiters  map[uint32]chan struct{}  // xid -> closed when its BNDREPLY arrived
 	skew     atomic.Int64
 
-	commits *partnerCommits // the partner's BNDUPDs, committed in shared entries
+	updates *committer // the partner's BNDUPDs (OriginPartner)
+	replies *committer // the partner's BNDREPLYs to ours (OriginFailover)
 	// lastContact is when the partner's last message arrived (Unix ns, 0:
 	// never); written with every Contact, read by Status.
 	lastContact atomic.Int64
@@ -214,7 +216,9 @@ func New(cfg Config) (*Endpoint, error) {
 		role: cfg.Link.Role, kick: make(chan struct{}, 1), wake: make(chan struct{}, 1), poolReq: make(chan uint32, 4), rebalanceNow: make(chan struct{}, 1),
 		timers: map[machine.TimerKind]clock.Timer{}, inflight: map[uint32]*update.Update{},
 		busy: map[fsm.Resource]struct{}{}, updReq: map[uint32]uint64{}, unsent: map[fsm.Resource]struct{}{},
-		waiters: map[uint32]chan struct{}{}, commits: newPartnerCommits(cfg.Store, cfg.Clock)}
+		waiters: map[uint32]chan struct{}{}}
+	e.updates = newCommitter(cfg.Store, cfg.Clock, fsm.OriginPartner, "BNDUPD")
+	e.replies = newCommitter(cfg.Store, cfg.Clock, fsm.OriginFailover, "BNDREPLY")
 	var rec *fsm.EndpointState
 	if r := e.state.Endpoint(); r.State != 0 {
 		rec = &r
@@ -537,44 +541,43 @@ func (e *Endpoint) Receive(msg *wire.Message, at time.Time) {
 func (e *Endpoint) lookup(r fsm.Resource) (fsm.Binding, bool) { return e.state.Get(r) }
 
 // handleBndUpd processes one BNDUPD: decide, commit, and only then reply
-// (B8). The commit may share its log entry with other BNDUPDs' (see
-// partnerCommits); it returns once this BNDUPD's ops are durable.
+// (B8). The commit may share its log entry with other BNDUPDs' (the
+// updates committer, commit.go); the BNDREPLY is sent from its done
+// callback, once this BNDUPD's ops are durable.
 func (e *Endpoint) handleBndUpd(msg *wire.Message) {
 	p := update.Params{Role: e.role, Covered: e.cfg.Covered}
-	for attempt := 0; attempt < 5; attempt++ {
-		now := e.clock.Now()
-		var res update.Result
-		if cd := msg.ClientData(); cd != nil {
-			res = update.ApplyBndUpd(e.lookup, cd, p, now)
-		} else if lp := msg.LonePrefix(); lp != nil {
-			res = update.ApplyBndUpdPrefix(e.lookup, lp, p, now)
-		} else {
-			return
-		}
-		if len(res.Ops) > 0 {
-			err := e.commits.commit(msg.XID, res.Ops)
-			if errors.Is(err, fsm.ErrConflict) {
-				continue
+	cd, lp := msg.ClientData(), msg.LonePrefix()
+	if cd == nil && lp == nil {
+		return
+	}
+	var res update.Result
+	e.updates.submit(&commitJob{xid: msg.XID,
+		plan: func(now time.Time) []fsm.Op {
+			if cd != nil {
+				res = update.ApplyBndUpd(e.lookup, cd, p, now)
+			} else {
+				res = update.ApplyBndUpdPrefix(e.lookup, lp, p, now)
 			}
+			return res.Ops
+		},
+		done: func(err error) {
 			if err != nil {
 				e.log.Warn("BNDUPD not stored: no BNDREPLY (the partner will resend)", zap.Error(err))
 				return
 			}
-		}
-		var reply *wire.Message
-		if res.Reply != nil {
-			reply = wire.NewBndReply(msg.XID, 0, res.Reply)
-		} else {
-			reply = wire.NewBndReplyPrefix(msg.XID, 0, res.ReplyPrefix)
-		}
-		if err := e.link.Send(reply); err != nil {
-			e.log.Debug("send BNDREPLY", zap.Error(err))
-		}
-		if len(res.SendNow) > 0 {
-			e.wakeSender()
-		}
-		return
-	}
+			var reply *wire.Message
+			if res.Reply != nil {
+				reply = wire.NewBndReply(msg.XID, 0, res.Reply)
+			} else {
+				reply = wire.NewBndReplyPrefix(msg.XID, 0, res.ReplyPrefix)
+			}
+			if err := e.link.Send(reply); err != nil {
+				e.log.Debug("send BNDREPLY", zap.Error(err))
+			}
+			if len(res.SendNow) > 0 {
+				e.wakeSender()
+			}
+		}})
 }
 
 // handleBndReply applies the partner's answer to one of our BNDUPDs.
@@ -582,41 +585,41 @@ func (e *Endpoint) handleBndReply(msg *wire.Message) {
 	e.mu.Lock()
 	u := e.inflight[msg.XID]
 	delete(e.inflight, msg.XID)
-	if u != nil {
-		for _, b := range u.Bindings {
-			delete(e.busy, b.Resource)
-		}
-	}
 	w := e.waiters[msg.XID]
 	delete(e.waiters, msg.XID)
 	e.mu.Unlock()
-	if w != nil {
-		defer close(w)
-	}
 	if u == nil {
-		return
-	}
-	for attempt := 0; attempt < 5; attempt++ {
-		now := e.clock.Now()
-		var res update.ReplyResult
-		if cd := msg.ClientData(); cd != nil {
-			res = update.ApplyBndReply(e.lookup, u.Bindings, cd, e.cfg.ExpiredHold, now)
-		} else if lp := msg.LonePrefix(); lp != nil && len(u.Bindings) == 1 {
-			res = update.ApplyBndReplyPrefix(e.lookup, u.Bindings[0], lp, e.cfg.ExpiredHold, now)
-		}
-		if len(res.Ops) == 0 {
-			return
-		}
-		_, err := e.cfg.Store.Apply(&fsm.Command{Type: fsm.CmdTxn, Time: now.UnixNano(), Origin: fsm.OriginFailover,
-			Note: fmt.Sprintf("BNDREPLY xid=%#x", msg.XID), Ops: res.Ops})
-		if errors.Is(err, fsm.ErrConflict) {
-			continue
-		}
-		if err != nil {
-			e.log.Warn("BNDREPLY not stored: the update stays owed", zap.Error(err))
+		if w != nil {
+			close(w)
 		}
 		return
 	}
+	cd, lp := msg.ClientData(), msg.LonePrefix()
+	e.replies.submit(&commitJob{xid: msg.XID,
+		plan: func(now time.Time) []fsm.Op {
+			var res update.ReplyResult
+			if cd != nil {
+				res = update.ApplyBndReply(e.lookup, u.Bindings, cd, e.cfg.ExpiredHold, now)
+			} else if lp != nil && len(u.Bindings) == 1 {
+				res = update.ApplyBndReplyPrefix(e.lookup, u.Bindings[0], lp, e.cfg.ExpiredHold, now)
+			}
+			return res.Ops
+		},
+		done: func(err error) {
+			if err != nil {
+				e.log.Warn("BNDREPLY not stored: the update stays owed", zap.Error(err))
+			}
+			// The bindings stay busy until the acknowledgement is stored, so
+			// the sender does not resend what is merely waiting to commit.
+			e.mu.Lock()
+			for _, b := range u.Bindings {
+				delete(e.busy, b.Resource)
+			}
+			e.mu.Unlock()
+			if w != nil {
+				close(w) // after the commit: UPDDONE follows only stored acknowledgements
+			}
+		}})
 }
 
 // sendUpdate sends one BNDUPD (waiting for the partner's window) and

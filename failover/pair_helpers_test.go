@@ -105,7 +105,7 @@ func poll(d time.Duration, cond func() bool) bool {
 
 // pairEnv is one memnet network and one fake clock shared by both servers.
 type pairEnv struct {
-	t        *testing.T
+	t        testing.TB
 	net      *memnet.Network
 	clk      *clock.Fake
 	pri, sec *node
@@ -116,7 +116,7 @@ type pairEnv struct {
 	markAt time.Time
 }
 
-func newPairEnv(t *testing.T) *pairEnv {
+func newPairEnv(t testing.TB) *pairEnv {
 	p := &pairEnv{t: t, net: memnet.New(), clk: clock.NewFake(t0)}
 	p.pri = p.newNode(link.Primary)
 	p.sec = p.newNode(link.Secondary)
