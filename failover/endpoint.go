@@ -106,6 +106,9 @@ type Status struct {
 	MCLT             string `json:"mclt"`
 	ClockSkewSeconds int64  `json:"clock_skew_seconds"`
 	LastContact      string `json:"last_contact,omitempty"`
+	// HeldInStartup: a snapshot restore holds the endpoint in STARTUP
+	// (serving nobody) until `tandem failover continue`.
+	HeldInStartup bool `json:"held_in_startup"`
 }
 
 // New builds an endpoint from the record stored in cfg.Store (or none: first
@@ -137,7 +140,7 @@ func New(cfg Config) (*Endpoint, error) {
 		busy: map[fsm.Resource]struct{}{}, updReq: map[uint32]uint64{}, unsent: map[fsm.Resource]struct{}{},
 		waiters: map[uint32]chan struct{}{}}
 	var rec *fsm.EndpointState
-	if r := e.state.Endpoint(); r.State != 0 {
+	if r := e.state.Endpoint(); r.State != 0 || r.HeldInStartup {
 		rec = &r
 	}
 	m, acts, err := machine.New(cfg.Machine, rec, e.clock.Now())
@@ -242,7 +245,7 @@ func (e *Endpoint) publish() {
 	e.comm.Store(e.m.CommOK())
 	ps, ok := e.m.PartnerState()
 	st := &Status{Role: e.cfg.Link.Role.String(), State: e.m.State().String(), StateSince: e.m.StateSince().UTC().Format(time.RFC3339),
-		CommunicationsOK: e.m.CommOK(), MCLT: e.cfg.Link.MCLT.String(), ClockSkewSeconds: e.skew.Load()}
+		CommunicationsOK: e.m.CommOK(), MCLT: e.cfg.Link.MCLT.String(), ClockSkewSeconds: e.skew.Load(), HeldInStartup: e.m.Held()}
 	if ok {
 		st.PartnerState = ps.String()
 	}
@@ -330,7 +333,7 @@ func (e *Endpoint) restart() {
 		delete(e.timers, k)
 	}
 	var rec *fsm.EndpointState
-	if r := e.state.Endpoint(); r.State != 0 {
+	if r := e.state.Endpoint(); r.State != 0 || r.HeldInStartup {
 		rec = &r
 	}
 	m, acts, err := machine.New(e.cfg.Machine, rec, e.clock.Now())
@@ -678,6 +681,22 @@ func (e *Endpoint) PartnerDown() error {
 		acts, err := e.m.OperatorPartnerDown(e.clock.Now())
 		if err == nil && !e.do(acts) {
 			err = errors.New("the partner-down decision could not be stored: the endpoint restarted from its stored state")
+		}
+		errc <- err
+	})
+	return <-errc
+}
+
+// Continue is the operator's "continue" for an endpoint held in STARTUP by
+// a snapshot restore: it releases the hold (machine.Release) on the loop
+// goroutine and returns once the released record is persisted. It fails
+// with machine.ErrNotHeld when the endpoint is not held. Run must be running.
+func (e *Endpoint) Continue() error {
+	errc := make(chan error, 1)
+	e.enqueue(func() {
+		acts, err := e.m.Release(e.clock.Now())
+		if err == nil && !e.do(acts) {
+			err = errors.New("the release could not be stored: the endpoint restarted from its stored state, still held; check the disk and try again")
 		}
 		errc <- err
 	})
