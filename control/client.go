@@ -70,14 +70,7 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, out 
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		var e struct {
-			Error string `json:"error"`
-		}
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-		if json.Unmarshal(b, &e) == nil && e.Error != "" {
-			return errors.New(e.Error)
-		}
-		return fmt.Errorf("daemon answered %s", resp.Status)
+		return answerErr(resp)
 	}
 	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
 		return fmt.Errorf("bad answer from daemon: %w", err)
@@ -127,4 +120,50 @@ func (c *Client) PartnerDown(ctx context.Context) (*Status, error) {
 		return nil, err
 	}
 	return &st, nil
+}
+
+// Continue releases the hold a snapshot restore set on the daemon and
+// returns the status after the (persisted) release.
+func (c *Client) Continue(ctx context.Context) (*Status, error) {
+	var st Status
+	if err := c.do(ctx, http.MethodPost, "/v1/failover/continue", nil, &st); err != nil {
+		return nil, err
+	}
+	return &st, nil
+}
+
+// SaveSnapshot asks the daemon for a snapshot and copies it to w. It
+// returns the bytes copied. The stream is not verified here: a daemon that
+// fails half way closes the connection, so the caller must verify what it
+// got (fsm.InspectSnapshot) before trusting it.
+func (c *Client) SaveSnapshot(ctx context.Context, w io.Writer) (int64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://tandem/v1/snapshot", nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return 0, c.dialErr(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, answerErr(resp)
+	}
+	n, err := io.Copy(w, resp.Body)
+	if err != nil {
+		return n, fmt.Errorf("snapshot stream from %s broke after %d bytes: %w", c.path, n, err)
+	}
+	return n, nil
+}
+
+// answerErr is the error a non-200 answer carries.
+func answerErr(resp *http.Response) error {
+	var e struct {
+		Error string `json:"error"`
+	}
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if json.Unmarshal(b, &e) == nil && e.Error != "" {
+		return errors.New(e.Error)
+	}
+	return fmt.Errorf("daemon answered %s", resp.Status)
 }

@@ -16,6 +16,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -118,6 +119,9 @@ type Status struct {
 	Bindings   map[string]int    `json:"bindings"` // "na/ACTIVE": n
 	Pools      []PoolStatus      `json:"pools"`
 	Counters   map[string]uint64 `json:"counters"`
+	// HeldInStartup: the server was restored from a snapshot and answers no
+	// client until `tandem failover continue` (standalone or failover).
+	HeldInStartup bool `json:"held_in_startup"`
 	// Failover is filled by the failover endpoint (nil when standalone).
 	Failover any `json:"failover,omitempty"`
 }
@@ -157,6 +161,21 @@ type PartnerDowner interface {
 	HasFailover() bool
 }
 
+// Snapshotter is implemented by a backend that can stream a snapshot.
+type Snapshotter interface {
+	// SaveSnapshot writes a consistent point-in-time snapshot of the
+	// binding database to w in the fsm snapshot format.
+	SaveSnapshot(w io.Writer) (*fsm.SnapshotHeader, error)
+}
+
+// Continuer is implemented by a backend that can be held after a snapshot
+// restore.
+type Continuer interface {
+	// Continue releases the hold a snapshot restore set; it returns once
+	// the release is persisted, or why it was refused (not held).
+	Continue() error
+}
+
 // LeaseFilter selects leases.
 type LeaseFilter struct {
 	Type   string       // "na", "pd" or ""
@@ -184,6 +203,32 @@ func Handler(b Backend) http.Handler {
 			return
 		}
 		writeJSON(w, http.StatusOK, b.Status())
+	})
+	mux.HandleFunc("POST /v1/failover/continue", func(w http.ResponseWriter, r *http.Request) {
+		c, ok := b.(Continuer)
+		if !ok {
+			writeJSON(w, http.StatusNotImplemented, map[string]string{"error": "this daemon cannot be held: nothing to continue"})
+			return
+		}
+		if err := c.Continue(); err != nil {
+			writeJSON(w, http.StatusConflict, map[string]string{"error": err.Error()})
+			return
+		}
+		writeJSON(w, http.StatusOK, b.Status())
+	})
+	// The snapshot streams from a copy-on-write view: DHCP service goes on
+	// meanwhile. An error after the first byte cannot change the status
+	// code; it truncates the stream, which the client's verification catches.
+	mux.HandleFunc("POST /v1/snapshot", func(w http.ResponseWriter, r *http.Request) {
+		s, ok := b.(Snapshotter)
+		if !ok {
+			writeJSON(w, http.StatusNotImplemented, map[string]string{"error": "this daemon cannot save snapshots"})
+			return
+		}
+		w.Header().Set("Content-Type", "application/octet-stream")
+		if _, err := s.SaveSnapshot(w); err != nil {
+			panic(http.ErrAbortHandler) // close the connection: the client sees a truncated stream
+		}
 	})
 	mux.HandleFunc("GET /v1/leases", func(w http.ResponseWriter, r *http.Request) {
 		f, err := parseFilter(r.URL.Query())

@@ -1,7 +1,10 @@
 package control
 
 import (
+	"bytes"
 	"context"
+	"errors"
+	"io"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -180,5 +183,54 @@ func TestClientErrorsSayWhatToDo(t *testing.T) {
 	os.Chmod(path, 0o000)
 	if _, err := NewClient(path).Status(ctx); err == nil || !strings.Contains(err.Error(), "permission denied") {
 		t.Fatalf("unreadable socket: %v", err)
+	}
+}
+
+// snapBackend also streams snapshots and can be held (the hold is a flag
+// here; the daemon's is the failover endpoint's or the standalone server's).
+type snapBackend struct {
+	backend
+	held *bool
+}
+
+func (b snapBackend) SaveSnapshot(w io.Writer) (*fsm.SnapshotHeader, error) {
+	return nil, fsm.WriteSnapshot(w, b.st.View(), 1)
+}
+
+func (b snapBackend) Continue() error {
+	if !*b.held {
+		return errors.New("not held")
+	}
+	*b.held = false
+	return nil
+}
+
+func TestSnapshotAndContinue(t *testing.T) {
+	b := newBackend(t)
+	held := true
+	c := NewClient(serve(t, snapBackend{b, &held}))
+	var buf bytes.Buffer
+	n, err := c.SaveSnapshot(context.Background(), &buf)
+	if err != nil || n != int64(buf.Len()) {
+		t.Fatalf("SaveSnapshot: %d bytes (%d), %v", n, buf.Len(), err)
+	}
+	info := fsm.InspectSnapshot(&buf)
+	if info.Err != nil || info.Read != uint64(b.st.Stats().Bindings) {
+		t.Fatalf("streamed snapshot: %d bindings, %v", info.Read, info.Err)
+	}
+	if _, err := c.Continue(context.Background()); err != nil || held {
+		t.Fatalf("Continue: %v (held %v)", err, held)
+	}
+	if _, err := c.Continue(context.Background()); err == nil || !strings.Contains(err.Error(), "not held") {
+		t.Fatalf("second Continue: %v", err)
+	}
+
+	// A backend without these abilities says so.
+	c = NewClient(serve(t, b))
+	if _, err := c.SaveSnapshot(context.Background(), io.Discard); err == nil || !strings.Contains(err.Error(), "cannot save snapshots") {
+		t.Fatalf("SaveSnapshot on a plain backend: %v", err)
+	}
+	if _, err := c.Continue(context.Background()); err == nil || !strings.Contains(err.Error(), "nothing to continue") {
+		t.Fatalf("Continue on a plain backend: %v", err)
 	}
 }

@@ -174,6 +174,9 @@ type Status struct {
 	SecondsSinceContact *int64 `json:"seconds_since_last_contact,omitempty"`
 
 	since time.Time // when State was entered (Status computes SecondsInState)
+	// HeldInStartup: a snapshot restore holds the endpoint in STARTUP
+	// (serving nobody) until `tandem failover continue`.
+	HeldInStartup bool `json:"held_in_startup"`
 }
 
 // New builds an endpoint from the record stored in cfg.Store (or none: first
@@ -220,7 +223,7 @@ func New(cfg Config) (*Endpoint, error) {
 	e.updates = newCommitter(cfg.Store, cfg.Clock, fsm.OriginPartner, "BNDUPD")
 	e.replies = newCommitter(cfg.Store, cfg.Clock, fsm.OriginFailover, "BNDREPLY")
 	var rec *fsm.EndpointState
-	if r := e.state.Endpoint(); r.State != 0 {
+	if r := e.state.Endpoint(); r.State != 0 || r.HeldInStartup {
 		rec = &r
 	}
 	m, acts, err := machine.New(cfg.Machine, rec, e.clock.Now())
@@ -326,7 +329,8 @@ func (e *Endpoint) publish() {
 	e.comm.Store(e.m.CommOK())
 	ps, ok := e.m.PartnerState()
 	st := &Status{Role: e.cfg.Link.Role.String(), State: e.m.State().String(), StateSince: e.m.StateSince().UTC().Format(time.RFC3339),
-		CommunicationsOK: e.m.CommOK(), MCLT: e.cfg.Link.MCLT.String(), StateCode: uint8(e.m.State()), since: e.m.StateSince()}
+		CommunicationsOK: e.m.CommOK(), MCLT: e.cfg.Link.MCLT.String(), StateCode: uint8(e.m.State()), since: e.m.StateSince(),
+		HeldInStartup: e.m.Held()}
 	if ok {
 		st.PartnerState = ps.String()
 		st.PartnerStateCode = uint8(ps)
@@ -431,7 +435,7 @@ func (e *Endpoint) restart() {
 		delete(e.timers, k)
 	}
 	var rec *fsm.EndpointState
-	if r := e.state.Endpoint(); r.State != 0 {
+	if r := e.state.Endpoint(); r.State != 0 || r.HeldInStartup {
 		rec = &r
 	}
 	m, acts, err := machine.New(e.cfg.Machine, rec, e.clock.Now())
@@ -811,6 +815,22 @@ func (e *Endpoint) PartnerDown() error {
 		acts, err := e.m.OperatorPartnerDown(e.clock.Now())
 		if err == nil && !e.do(acts) {
 			err = errors.New("the partner-down decision could not be stored: the endpoint restarted from its stored state")
+		}
+		errc <- err
+	})
+	return <-errc
+}
+
+// Continue is the operator's "continue" for an endpoint held in STARTUP by
+// a snapshot restore: it releases the hold (machine.Release) on the loop
+// goroutine and returns once the released record is persisted. It fails
+// with machine.ErrNotHeld when the endpoint is not held. Run must be running.
+func (e *Endpoint) Continue() error {
+	errc := make(chan error, 1)
+	e.enqueue(func() {
+		acts, err := e.m.Release(e.clock.Now())
+		if err == nil && !e.do(acts) {
+			err = errors.New("the release could not be stored: the endpoint restarted from its stored state, still held; check the disk and try again")
 		}
 		errc <- err
 	})

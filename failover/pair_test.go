@@ -14,8 +14,10 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv6"
 	"github.com/insomniacslk/dhcp/iana"
 
+	"github.com/tandem-dhcp/tandem/failover/machine"
 	"github.com/tandem-dhcp/tandem/failover/wire"
 	"github.com/tandem-dhcp/tandem/fsm"
+	"github.com/tandem-dhcp/tandem/raftstore"
 )
 
 // upPair starts a fresh pair (secondary first) and waits for NORMAL/NORMAL.
@@ -786,4 +788,73 @@ func TestPairPersistFailure(t *testing.T) {
 		b, ok := p.sec.get(l.addr)
 		return ok && b.DUID == c.Key()
 	})
+}
+
+// TestPairRestoredSecondaryHeldUntilContinue: a secondary restored from an
+// older snapshot (raftstore.Restore with machine.Restored's record) stays
+// in STARTUP, serving nobody, while the primary in PARTNER-DOWN connects
+// and the STARTUP timer runs out; Continue releases it, it asks for every
+// binding (UPDREQALL) and so learns the leases made after the snapshot.
+func TestPairRestoredSecondaryHeldUntilContinue(t *testing.T) {
+	p := upPair(t)
+	p.pri.leaseMany(1000, 100)
+	p.waitAcked()
+	var snap bytes.Buffer
+	if _, err := p.sec.st.SaveSnapshot(&snap); err != nil {
+		t.Fatal(err)
+	}
+	p.pri.leaseMany(2000, 100) // acknowledged by the secondary, missing from the snapshot
+	p.waitAcked()
+
+	p.sec.stop()
+	waitFor(t, "the primary in COMMUNICATIONS-INTERRUPTED", func() bool { return p.pri.state() == "COMMUNICATIONS-INTERRUPTED" })
+	p.clk.Advance(5 * time.Minute) // past the secondary's last checkpoint
+	if err := p.pri.ep.PartnerDown(); err != nil {
+		t.Fatal(err)
+	}
+	res, err := raftstore.Restore(raftstore.Config{DataDir: p.sec.dir}, &snap, func(h *fsm.SnapshotHeader) {
+		h.Endpoint = machine.Restored(h.Endpoint, true)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("restored index %d, old data in %s", res.Header.Index, res.Previous)
+
+	nSec := len(p.sec.transitions())
+	p.sec.start()
+	if n := len(p.sec.bindings()); n != 100 {
+		t.Fatalf("restored secondary holds %d bindings, want the snapshot's 100", n)
+	}
+	p.connect()
+	waitFor(t, "the secondary hearing the primary", func() bool { return p.sec.ep.Status().CommunicationsOK })
+	p.clk.Advance(machine.DefaultStartupTime + time.Second)
+	if st := p.sec.ep.Status(); st.State != "STARTUP" || !st.HeldInStartup {
+		t.Fatalf("restored secondary: %+v, want held in STARTUP", st)
+	}
+	if p.sec.ep.Serve(dhcpv6.MessageTypeSolicit, false) || p.sec.ep.Serve(dhcpv6.MessageTypeRenew, true) {
+		t.Fatalf("a held secondary serves clients")
+	}
+	before := p.sec.stats().Sent[wire.MsgUpdReqAll]
+
+	if err := p.sec.ep.Continue(); err != nil {
+		t.Fatalf("Continue: %v", err)
+	}
+	if p.sec.ep.Status().HeldInStartup || p.sec.st.State().Endpoint().HeldInStartup {
+		t.Fatalf("still held after Continue (or the release is not stored)")
+	}
+	// The MCLT has long passed since the secondary last operated, so
+	// RECOVER-WAIT ends at once: wait for NORMAL.
+	p.waitStates("NORMAL", "NORMAL")
+	if st := p.sec.statesSince(nSec); !slices.Equal(st, []string{"STARTUP", "RECOVER", "RECOVER-WAIT", "RECOVER-DONE", "NORMAL"}) {
+		t.Errorf("restored secondary's states %v, want STARTUP RECOVER RECOVER-WAIT RECOVER-DONE NORMAL", st)
+	}
+	if n := p.sec.stats().Sent[wire.MsgUpdReqAll] - before; n != 1 {
+		t.Errorf("secondary sent %d UPDREQALLs after Continue, want 1", n)
+	}
+	if n := len(p.sec.bindings()); n != 200 {
+		t.Errorf("after UPDREQALL the secondary holds %d bindings, want 200", n)
+	}
+	if err := p.sec.ep.Continue(); !errors.Is(err, machine.ErrNotHeld) {
+		t.Errorf("second Continue: %v, want ErrNotHeld", err)
+	}
 }

@@ -57,23 +57,9 @@ type SnapshotHeader struct {
 func WriteSnapshot(w io.Writer, v *View, created int64) error {
 	crc := crc32.New(castagnoli)
 	bw := bufio.NewWriterSize(io.MultiWriter(w, crc), 256<<10)
-
-	hb := make([]byte, 0, 256)
-	hb = append(hb, snapMagic[:]...)
-	hb = binary.BigEndian.AppendUint16(hb, SnapshotVersion)
-	hb = binary.BigEndian.AppendUint16(hb, 0)
-	hb = binary.BigEndian.AppendUint64(hb, v.t.lastIndex)
-	hb = binary.BigEndian.AppendUint64(hb, v.t.lastTerm)
-	hb = binary.BigEndian.AppendUint64(hb, uint64(v.t.lastTime))
-	hb = binary.BigEndian.AppendUint64(hb, uint64(created))
-	hb = binary.BigEndian.AppendUint64(hb, uint64(v.t.bindings.Len()))
-	hb = binary.BigEndian.AppendUint16(hb, uint16(len(v.t.serverDUID)))
-	hb = append(hb, v.t.serverDUID...)
-	ep := appendEndpoint(nil, &v.t.endpoint)
-	hb = binary.BigEndian.AppendUint16(hb, uint16(len(ep)))
-	hb = append(hb, ep...)
-	hb = binary.BigEndian.AppendUint32(hb, crc32.Checksum(hb, castagnoli))
-	if _, err := bw.Write(hb); err != nil {
+	h := &SnapshotHeader{Version: SnapshotVersion, Index: v.t.lastIndex, Term: v.t.lastTerm, LastTime: v.t.lastTime,
+		Created: created, Count: uint64(v.t.bindings.Len()), ServerDUID: v.t.serverDUID, Endpoint: v.t.endpoint}
+	if _, err := bw.Write(appendHeader(make([]byte, 0, 256), h)); err != nil {
 		return fmt.Errorf("write snapshot header: %w", err)
 	}
 
@@ -95,6 +81,32 @@ func WriteSnapshot(w io.Writer, v *View, created int64) error {
 	if err != nil {
 		return fmt.Errorf("write snapshot record %d: %w", n, err)
 	}
+	return finishSnapshot(w, bw, crc, n)
+}
+
+// appendHeader appends h's header bytes (with the header CRC) to hb. The
+// version written is always SnapshotVersion.
+func appendHeader(hb []byte, h *SnapshotHeader) []byte {
+	start := len(hb)
+	hb = append(hb, snapMagic[:]...)
+	hb = binary.BigEndian.AppendUint16(hb, SnapshotVersion)
+	hb = binary.BigEndian.AppendUint16(hb, 0)
+	hb = binary.BigEndian.AppendUint64(hb, h.Index)
+	hb = binary.BigEndian.AppendUint64(hb, h.Term)
+	hb = binary.BigEndian.AppendUint64(hb, uint64(h.LastTime))
+	hb = binary.BigEndian.AppendUint64(hb, uint64(h.Created))
+	hb = binary.BigEndian.AppendUint64(hb, h.Count)
+	hb = binary.BigEndian.AppendUint16(hb, uint16(len(h.ServerDUID)))
+	hb = append(hb, h.ServerDUID...)
+	ep := appendEndpoint(nil, &h.Endpoint)
+	hb = binary.BigEndian.AppendUint16(hb, uint16(len(ep)))
+	hb = append(hb, ep...)
+	return binary.BigEndian.AppendUint32(hb, crc32.Checksum(hb[start:], castagnoli))
+}
+
+// finishSnapshot writes the trailer for n bindings through bw, flushes it,
+// and writes the checksum of everything before it to w (unhashed).
+func finishSnapshot(w io.Writer, bw *bufio.Writer, crc hash.Hash32, n uint64) error {
 	tr := append(snapEndMagic[:0:0], snapEndMagic[:]...)
 	tr = binary.BigEndian.AppendUint64(tr, n)
 	if _, err := bw.Write(tr); err != nil {
@@ -103,11 +115,67 @@ func WriteSnapshot(w io.Writer, v *View, created int64) error {
 	if err := bw.Flush(); err != nil {
 		return fmt.Errorf("write snapshot: %w", err)
 	}
-	// The checksum covers everything flushed so far; write it last, unhashed.
 	if _, err := w.Write(binary.BigEndian.AppendUint32(nil, crc.Sum32())); err != nil {
 		return fmt.Errorf("write snapshot checksum: %w", err)
 	}
 	return nil
+}
+
+// CopySnapshot copies the snapshot read from r to w, verifying it exactly as
+// Restore does (header, every record, order, counts, both checksums), after
+// edit (if not nil) changed the header: only LastTime, Created, ServerDUID and
+// Endpoint may be edited; the copy gets new checksums. It uses constant
+// memory. It returns the header written. On error, w holds an incomplete copy
+// that must be discarded: the bytes after a damaged record are never written,
+// but a damage found only by the final checksum is known after the copy.
+func CopySnapshot(w io.Writer, r io.Reader, edit func(*SnapshotHeader)) (*SnapshotHeader, error) {
+	sr := newSnapReader(r)
+	h, err := sr.header()
+	if err != nil {
+		return nil, err
+	}
+	out := *h
+	if edit != nil {
+		edit(&out)
+	}
+	out.Version, out.Index, out.Term, out.Count = SnapshotVersion, h.Index, h.Term, h.Count
+	if len(out.ServerDUID) > MaxDUIDLen {
+		return nil, fmt.Errorf("copy snapshot: server DUID of %d bytes", len(out.ServerDUID))
+	}
+	crc := crc32.New(castagnoli)
+	bw := bufio.NewWriterSize(io.MultiWriter(w, crc), 256<<10)
+	if _, err := bw.Write(appendHeader(make([]byte, 0, 256), &out)); err != nil {
+		return nil, fmt.Errorf("write snapshot header: %w", err)
+	}
+	var (
+		b, prev Binding
+		rec     = make([]byte, 0, 256)
+		lenb    [binary.MaxVarintLen64]byte
+	)
+	for i := uint64(0); i < h.Count; i++ {
+		if err := sr.next(i, &b); err != nil {
+			return nil, err
+		}
+		if i > 0 && prev.Resource.Compare(b.Resource) >= 0 {
+			return nil, fmt.Errorf("%w: binding %d (%v) out of order after %v", ErrCorruptSnapshot, i, b.Resource, prev.Resource)
+		}
+		prev = b
+		rec = appendRecord(rec[:0], &b)
+		k := binary.PutUvarint(lenb[:], uint64(len(rec)))
+		if _, err := bw.Write(lenb[:k]); err != nil {
+			return nil, fmt.Errorf("write snapshot record %d: %w", i, err)
+		}
+		if _, err := bw.Write(rec); err != nil {
+			return nil, fmt.Errorf("write snapshot record %d: %w", i, err)
+		}
+	}
+	if err := sr.trailer(h.Count); err != nil {
+		return nil, err
+	}
+	if err := finishSnapshot(w, bw, crc, h.Count); err != nil {
+		return nil, err
+	}
+	return &out, nil
 }
 
 func appendRecord(b []byte, x *Binding) []byte {

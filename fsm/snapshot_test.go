@@ -610,3 +610,56 @@ func TestSnapshotWriteError(t *testing.T) {
 		t.Errorf("writer with exactly enough room: %v", err)
 	}
 }
+
+// TestCopySnapshot: a copy without an edit is byte-for-byte the original; an
+// edited copy carries the edited header, the same bindings, and verifies; a
+// damaged source is refused wherever the damage is.
+func TestCopySnapshot(t *testing.T) {
+	s := richState(t)
+	var orig bytes.Buffer
+	if err := WriteSnapshot(&orig, s.View(), snapCreated); err != nil {
+		t.Fatal(err)
+	}
+	var same bytes.Buffer
+	if _, err := CopySnapshot(&same, bytes.NewReader(orig.Bytes()), nil); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(same.Bytes(), orig.Bytes()) {
+		t.Fatalf("unedited copy differs from the original")
+	}
+
+	var edited bytes.Buffer
+	h, err := CopySnapshot(&edited, bytes.NewReader(orig.Bytes()), func(h *SnapshotHeader) {
+		h.Endpoint = EndpointState{HeldInStartup: true}
+		h.Index, h.Count = 1, 1 // not editable: ignored
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, gh, err := ReadSnapshot(bytes.NewReader(edited.Bytes()))
+	if err != nil {
+		t.Fatalf("edited copy does not verify: %v", err)
+	}
+	want := s.View().Stats()
+	if gh.Endpoint != (EndpointState{HeldInStartup: true}) || gh.Index != want.LastIndex || gh.Count != uint64(want.Bindings) || h.Index != gh.Index || h.Endpoint != gh.Endpoint {
+		t.Fatalf("edited header %+v (returned %+v), want index %d count %d", gh, h, want.LastIndex, want.Bindings)
+	}
+	var a, b []Binding
+	s.View().Ascend(Resource{}, func(x *Binding) bool { a = append(a, *x); return true })
+	got.View().Ascend(Resource{}, func(x *Binding) bool { b = append(b, *x); return true })
+	if !reflect.DeepEqual(a, b) {
+		t.Fatalf("bindings differ after an edited copy")
+	}
+
+	data := orig.Bytes()
+	for _, off := range []int{3, 40, len(data) / 2, len(data) - 2} {
+		bad := append([]byte(nil), data...)
+		bad[off] ^= 0x40
+		if _, err := CopySnapshot(io.Discard, bytes.NewReader(bad), nil); err == nil {
+			t.Errorf("damage at byte %d of %d: copied without error", off, len(data))
+		}
+	}
+	if _, err := CopySnapshot(io.Discard, bytes.NewReader(data[:len(data)-1]), nil); !errors.Is(err, ErrCorruptSnapshot) {
+		t.Errorf("truncated: %v", err)
+	}
+}

@@ -5,8 +5,9 @@
 // It owns: opening the data dir (with an exclusive lock), bootstrapping on
 // first start, waiting until the state machine holds the whole log (Barrier)
 // before anyone reads it, group-committed Apply from many goroutines,
-// threshold snapshots and log compaction, user snapshots, and offline,
-// read-only access to the log for inspection and replay.
+// threshold snapshots and log compaction, user snapshots, offline, read-only
+// access to the log for inspection and replay, and Restore: a new data dir
+// built from a snapshot and swapped in atomically, the old one kept aside.
 //
 // Commit latency is reported through Config.OnApply (a plain func, so this
 // package does not depend on a metrics library).

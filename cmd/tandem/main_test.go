@@ -32,6 +32,7 @@ const testVersion = "v0.0.0-cmdtest"
 
 var (
 	binPath string   // the built tandem binary
+	mkPath  string   // the built testdata/mkdatadir (makes big data dirs)
 	fx      *fixture // the shared data dir (read-only for every test)
 )
 
@@ -54,6 +55,11 @@ func testMain(m *testing.M) int {
 	build := exec.Command(goTool, "build", "-ldflags", "-X main.version="+testVersion, "-o", binPath, ".")
 	if out, err := build.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "go build ./cmd/tandem: %v\n%s", err, out)
+		return 1
+	}
+	mkPath = filepath.Join(tmp, "mkdatadir")
+	if out, err := exec.Command(goTool, "build", "-o", mkPath, "./testdata/mkdatadir").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "go build ./cmd/tandem/testdata/mkdatadir: %v\n%s", err, out)
 		return 1
 	}
 	if fx, err = buildFixture(filepath.Join(tmp, "data"), filepath.Join(tmp, "damaged")); err != nil {

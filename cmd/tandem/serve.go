@@ -15,9 +15,11 @@ import (
 	"runtime/pprof"
 	"slices"
 	"strconv"
+	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/insomniacslk/dhcp/dhcpv6"
 	"github.com/urfave/cli/v2"
 	"go.uber.org/zap"
 
@@ -108,7 +110,22 @@ type daemon struct {
 	srv     *server.Server
 	ep      *failover.Endpoint
 	started time.Time
+	// held is the standalone server's snapshot-restore hold (heldPolicy);
+	// a failover endpoint keeps its own.
+	held atomic.Bool
 }
+
+// heldPolicy is the standalone policy of a server restored from a snapshot
+// with the hold set: it answers no client and allocates nothing until
+// `tandem failover continue` clears held. Reclamation still runs (it only
+// frees leases whose time is over).
+type heldPolicy struct {
+	server.Standalone
+	held *atomic.Bool
+}
+
+func (p heldPolicy) Serve(t dhcpv6.MessageType, forUs bool) bool { return !p.held.Load() }
+func (p heldPolicy) MayAllocate() bool                           { return !p.held.Load() }
 
 // newEndpoint builds the RFC 8156 endpoint from the [failover] table.
 // covered answers whether a resource is in one of the server's pools; the
@@ -166,6 +183,7 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 		}
 	}()
 	scfg := serverConfig(cfg, log)
+	d := &daemon{cfg: cfg, store: st, started: time.Now()}
 	var ep *failover.Endpoint
 	var srv *server.Server
 	if cfg.Failover != nil {
@@ -173,13 +191,17 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 			return err
 		}
 		scfg.Policy = ep
+	} else if st.State().Endpoint().HeldInStartup {
+		d.held.Store(true)
+		scfg.Policy = heldPolicy{Standalone: server.Standalone{Hold: scfg.ExpiredHoldTime}, held: &d.held}
+		log.Error("ALARM: held after a snapshot restore: answering no client until `tandem failover continue`")
 	}
 	srv, err = server.New(scfg, st)
 	if err != nil {
 		return err
 	}
 	defer srv.Close()
-	d := &daemon{cfg: cfg, store: st, srv: srv, ep: ep, started: time.Now()}
+	d.srv, d.ep = srv, ep
 	epErr := make(chan error, 1)
 	if ep != nil {
 		go func() {
@@ -296,6 +318,31 @@ func (d *daemon) PartnerDown() error { return d.ep.PartnerDown() }
 // HasFailover implements control.PartnerDowner.
 func (d *daemon) HasFailover() bool { return d.ep != nil }
 
+// SaveSnapshot implements control.Snapshotter.
+func (d *daemon) SaveSnapshot(w io.Writer) (*fsm.SnapshotHeader, error) {
+	return d.store.SaveSnapshot(w)
+}
+
+// Continue implements control.Continuer: it releases the snapshot-restore
+// hold of the failover endpoint, or of the standalone server (by storing
+// the record without the hold, then answering clients again).
+func (d *daemon) Continue() error {
+	if d.ep != nil {
+		return d.ep.Continue()
+	}
+	if !d.held.Load() {
+		return fmt.Errorf("%w: this standalone server is serving (only a snapshot restore holds it): nothing to continue", machine.ErrNotHeld)
+	}
+	rec := d.store.State().Endpoint()
+	rec.HeldInStartup = false
+	if _, err := d.store.Apply(&fsm.Command{Type: fsm.CmdSetEndpoint, Time: time.Now().UnixNano(), Origin: fsm.OriginAdmin,
+		Note: "continue after snapshot restore", Endpoint: &rec}); err != nil {
+		return fmt.Errorf("the release could not be stored, still held: %w", err)
+	}
+	d.held.Store(false)
+	return nil
+}
+
 // State implements control.Backend.
 func (d *daemon) State() *fsm.State { return d.store.State() }
 
@@ -318,9 +365,11 @@ func (d *daemon) Status() control.Status {
 			}
 		}
 	}
+	st.HeldInStartup = d.held.Load()
 	if d.ep != nil {
 		fs := d.ep.Status()
 		st.Failover = fs
+		st.HeldInStartup = fs.HeldInStartup
 	}
 	st.Counters["assigned-nas"] = uint64(stats.Counts[fsm.IANA][fsm.StatusActive])
 	st.Counters["assigned-pds"] = uint64(stats.Counts[fsm.IAPD][fsm.StatusActive])
@@ -447,6 +496,40 @@ func failoverCommand(e *env) *cli.Command {
 				fmt.Fprintf(e.stdout, "partner-down recorded; failover state: %v\n", st.Failover)
 				return nil
 			},
+		}, {
+			Name:  "continue",
+			Usage: "release a server held after a snapshot restore: it then starts serving as RFC 8156 allows",
+			Description: "A server restored with `tandem snapshot restore` stays in STARTUP (standalone: answers no\n" +
+				"client) until this command. Check first with `tandem status` on both servers that the partner\n" +
+				"is connected and in the state you expect (docs/operations.md says when it is safe). The\n" +
+				"release is stored before the command returns. Refused when the server is not held.",
+			Flags: []cli.Flag{socketFlag(), jsonFlag(nil), &cli.BoolFlag{Name: "yes", Usage: "do not ask for confirmation"}},
+			Action: func(c *cli.Context) error {
+				if !c.Bool("yes") {
+					fmt.Fprint(e.stdout, "Release the restored server's hold (it may start serving clients)? Type 'yes': ")
+					var answer string
+					fmt.Fscanln(os.Stdin, &answer)
+					if answer != "yes" {
+						return cli.Exit("not confirmed: nothing changed", exitFailure)
+					}
+				}
+				st, err := control.NewClient(c.String("socket")).Continue(c.Context)
+				if err != nil {
+					return cli.Exit(err.Error(), exitFailure)
+				}
+				if c.Bool("json") {
+					return writeJSON(e.stdout, st)
+				}
+				if st.Failover == nil {
+					fmt.Fprintln(e.stdout, "released: the standalone server answers clients again")
+					return nil
+				}
+				var f failover.Status
+				if b, err := json.Marshal(st.Failover); err == nil && json.Unmarshal(b, &f) == nil {
+					fmt.Fprintf(e.stdout, "released: failover state %s, partner %s, communications ok: %v\n", f.State, orDash(f.PartnerState), f.CommunicationsOK)
+				}
+				return nil
+			},
 		}},
 	}
 }
@@ -491,6 +574,9 @@ func statusCommand(e *env) *cli.Command {
 				return writeJSON(e.stdout, st)
 			}
 			fmt.Fprintf(e.stdout, "tandem %s, up %s, server DUID %s\n", st.Version, st.Uptime, st.ServerDUID)
+			if st.HeldInStartup {
+				fmt.Fprintln(e.stdout, "HELD after a snapshot restore (held_in_startup): answering no client until `tandem failover continue`")
+			}
 			fmt.Fprintf(e.stdout, "store: %s, applied index %d, log %d..%d, last snapshot at %d, raft.db %d bytes\n",
 				st.Store.DataDir, st.Store.AppliedIndex, st.Store.FirstLogIndex, st.Store.LastLogIndex, st.Store.LastSnapshot, st.Store.DBBytes)
 			if st.Failover != nil {

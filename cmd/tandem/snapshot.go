@@ -19,8 +19,10 @@ import (
 func snapshotCommand(e *env) *cli.Command {
 	return &cli.Command{
 		Name:  "snapshot",
-		Usage: "work with snapshot files",
+		Usage: "save, restore and inspect snapshots of the lease database",
 		Subcommands: []*cli.Command{
+			snapshotSaveCommand(e),
+			snapshotRestoreCommand(e),
 			snapshotInspectCommand(e),
 		},
 	}
@@ -51,20 +53,30 @@ func snapshotInspectCommand(e *env) *cli.Command {
 	}
 }
 
-func snapshotInspect(e *env, arg string, asJSON bool) error {
-	path := arg
+// openSnapshotArg opens FILE (a snapshot file or a raft snapshot dir) with
+// errors that say what to do; path is the file actually read.
+func openSnapshotArg(arg string) (rc io.ReadCloser, path string, err error) {
+	path = arg
 	if fi, err := os.Stat(arg); err == nil && fi.IsDir() {
 		path = filepath.Join(arg, "state.bin")
 	}
-	rc, err := raftstore.OpenSnapshotFile(arg)
+	rc, err = raftstore.OpenSnapshotFile(arg)
 	if err != nil {
 		switch {
 		case errors.Is(err, os.ErrNotExist) && path != arg:
-			return cli.Exit(fmt.Sprintf("%s is a directory without state.bin: give a snapshot file, or a raft snapshot directory (`tandem log info --data-dir DIR` lists the kept ones and their paths)", arg), exitFailure)
+			return nil, path, cli.Exit(fmt.Sprintf("%s is a directory without state.bin: give a snapshot file, or a raft snapshot directory (`tandem log info --data-dir DIR` lists the kept ones and their paths)", arg), exitFailure)
 		case errors.Is(err, os.ErrNotExist):
-			return cli.Exit(fmt.Sprintf("%s does not exist: check the path", arg), exitFailure)
+			return nil, path, cli.Exit(fmt.Sprintf("%s does not exist: check the path", arg), exitFailure)
 		}
-		return cli.Exit(fmt.Sprintf("cannot open snapshot: %v", err), exitFailure)
+		return nil, path, cli.Exit(fmt.Sprintf("cannot open snapshot: %v", err), exitFailure)
+	}
+	return rc, path, nil
+}
+
+func snapshotInspect(e *env, arg string, asJSON bool) error {
+	rc, path, err := openSnapshotArg(arg)
+	if err != nil {
+		return err
 	}
 	defer rc.Close()
 	e.log.Debug("inspecting snapshot", zap.String("path", path))

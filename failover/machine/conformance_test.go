@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/tandem-dhcp/tandem/failover/wire"
+	"github.com/tandem-dhcp/tandem/fsm"
 )
 
 // Builders for the expected action lists.
@@ -358,6 +359,81 @@ func TestTransitions(t *testing.T) {
 			}
 			if tc.check != nil {
 				tc.check(t, m, acts)
+			}
+		})
+	}
+}
+
+// TestReleaseTransitions is the conformance table of the operator's
+// "continue" (Release) for an endpoint held in STARTUP by a snapshot
+// restore (decision 24): the exact actions, by what is stored, whether the
+// partner is connected, and whether the STARTUP timer has expired.
+func TestReleaseTransitions(t *testing.T) {
+	heldRec := func(st wire.ServerState) *fsm.EndpointState {
+		r := &fsm.EndpointState{HeldInStartup: true}
+		if st != 0 {
+			r = stored(st)
+			r.HeldInStartup = true
+		}
+		return r
+	}
+	// As `tandem snapshot restore` leaves it: held, not Communicated (the
+	// snapshot may lack updates the partner sent and we acknowledged), and
+	// last operating before the partner declared us down.
+	restored := func(st wire.ServerState) *fsm.EndpointState {
+		r := heldRec(st)
+		r.Communicated, r.LastOperating = false, t0.Add(-2*time.Hour).Unix()
+		return r
+	}
+	tests := []struct {
+		name    string
+		role    Role
+		rec     *fsm.EndpointState
+		partner *wire.StateInfo // nil: communications down
+		expired bool            // the STARTUP timer fired while held
+		want    wire.ServerState
+		acts    string
+		err     error
+	}{
+		{name: "held NORMAL, partner NORMAL: COMM-INT then NORMAL", role: P, rec: heldRec(stNormal), partner: ptr(pst(stNormal, C)),
+			want: stNormal, acts: seq(E(stCommInt), E(stNormal), Pe(stNormal), Se(stNormal), FL, CT(TimerStartup), ST(ckpt))},
+		{name: "held NORMAL, partner PARTNER-DOWN since before our last operation: POTENTIAL-CONFLICT (step 5)", role: S,
+			rec: heldRec(stNormal), partner: ptr(pst(stPD, C)),
+			want: stPC, acts: seq(trio(stPC), CT(TimerStartup))},
+		{name: "restored NORMAL, partner PARTNER-DOWN since after our last operation: RECOVER, UPDREQALL (step 5)", role: S,
+			rec: restored(stNormal), partner: ptr(pst(stPD, C)),
+			want: stRecover, acts: seq(trio(stRecover), URA, CT(TimerStartup), ST(stall))},
+		{name: "held, nothing stored, partner PARTNER-DOWN: RECOVER, UPDREQALL", role: S, rec: heldRec(0), partner: ptr(pst(stPD, C)),
+			want: stRecover, acts: seq(trio(stRecover), URA, CT(TimerStartup), ST(stall))},
+		{name: "held PARTNER-DOWN, alone, timer expired: PARTNER-DOWN", role: P, rec: heldRec(stPD), expired: true,
+			want: stPD, acts: seq(E(stPD), Pe(stPD), ST(ckpt))},
+		{name: "held NORMAL, alone, timer running: STARTUP, hold cleared", role: P, rec: heldRec(stNormal),
+			want: stStartup, acts: Pe(stStartup)},
+		{name: "not held: refused", role: P, rec: stored(stNormal), partner: ptr(pst(stNormal, C)),
+			want: stNormal, err: ErrNotHeld},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			m, _ := newM(t, cfgOf(tc.role), tc.rec)
+			if tc.partner != nil {
+				checkBatch(t, m, m.CommUp(t0.Add(time.Second), *tc.partner))
+			}
+			if tc.expired {
+				checkBatch(t, m, m.Timer(t0.Add(DefaultStartupTime), TimerStartup))
+			}
+			acts, err := m.Release(t0.Add(2 * DefaultStartupTime))
+			if !errors.Is(err, tc.err) {
+				t.Fatalf("err %v, want %v", err, tc.err)
+			}
+			checkBatch(t, m, acts)
+			if m.State() != tc.want || kinds(acts) != tc.acts {
+				t.Fatalf("state %v, actions %q; want %v, %q", m.State(), kinds(acts), tc.want, tc.acts)
+			}
+			if m.Held() || m.Record().HeldInStartup {
+				t.Fatalf("still held after release")
+			}
+			if p := find(acts, Persist); tc.err == nil && (p == nil || p.Record.HeldInStartup) {
+				t.Fatalf("the released record is not persisted: %v", kinds(acts))
 			}
 		})
 	}

@@ -34,7 +34,7 @@
 //	Timer(now, kind)             a timer armed by SetTimer fired
 //	Contact(now)                 any message from the partner (no actions)
 //	OperatorPartnerDown(now)     "the partner is down" (may fail: ErrPartnerDownRefused)
-//	Release(now)                 "continue" for an endpoint held in STARTUP
+//	Release(now)                 "continue" for an endpoint held in STARTUP (error: ErrNotHeld)
 //
 // Queries: State, StateSince, Startup, Held, CommOK, PartnerState, Record,
 // LocalState (the link's Handler.LocalState), Service, TimeOfFailure, Role,
@@ -239,11 +239,13 @@
 //     secondary then hears the primary's next attempt before resuming its
 //     previous state. This matters because resuming a responsive state while
 //     the partner is in PARTNER-DOWN breaks S4 until they meet.
-//  24. HeldInStartup (set by a snapshot restore) keeps the endpoint in
-//     STARTUP, unresponsive, whatever the partner or the STARTUP timer do,
-//     until Release. Release ends STARTUP as step 5 would if communications
-//     are OK, or as step 6 would if the timer has already expired.
-//     Otherwise the timer keeps running.
+//  24. HeldInStartup (set by a snapshot restore, see Restored) keeps the
+//     endpoint in STARTUP, unresponsive, whatever the partner or the STARTUP
+//     timer do, until Release (refused with ErrNotHeld when not held).
+//     Release ends STARTUP as step 5 would if communications are OK, or as
+//     step 6 would if the timer has already expired. Otherwise the timer
+//     keeps running. Restored also clears Communicated, so a restored
+//     endpoint asks for every binding (UPDREQALL) in RECOVER.
 //
 // # RFC 8156 text vs the digest (the RFC wins)
 //

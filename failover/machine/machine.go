@@ -101,6 +101,9 @@ var (
 	// ErrPartnerDownRefused: the operator's "partner is down" command is
 	// not allowed in the current state; the text names the state.
 	ErrPartnerDownRefused = errors.New("partner-down refused")
+	// ErrNotHeld: the operator's "continue" (Release) was given to an
+	// endpoint that is not held in STARTUP.
+	ErrNotHeld = errors.New("not held in STARTUP")
 )
 
 // Short names for the states, used throughout the package.
@@ -406,10 +409,11 @@ func (m *Machine) OperatorPartnerDown(now time.Time) ([]Action, error) {
 // (HeldInStartup, set by a snapshot restore). It clears the hold; then, if
 // communications are OK, STARTUP ends as on CommUp (step 5); if the
 // STARTUP timer already expired, as on its expiry (step 6); otherwise the
-// STARTUP timer keeps running. Without a hold it does nothing.
-func (m *Machine) Release(now time.Time) []Action {
+// STARTUP timer keeps running. Without a hold it changes nothing and fails
+// with ErrNotHeld.
+func (m *Machine) Release(now time.Time) ([]Action, error) {
 	if !m.rec.HeldInStartup {
-		return nil
+		return nil, fmt.Errorf("%w: the endpoint is in %v and was not held (only a snapshot restore holds it): nothing to continue", ErrNotHeld, m.state)
 	}
 	b := m.begin(now)
 	m.rec.HeldInStartup = false
@@ -422,7 +426,22 @@ func (m *Machine) Release(now time.Time) []Action {
 			b.step6()
 		}
 	}
-	return b.finish()
+	return b.finish(), nil
+}
+
+// Restored is the endpoint record a snapshot restore installs in place of
+// rec, the one the snapshot holds. The snapshot may lack bindings the
+// partner sent and this server acknowledged after it was taken, so
+// Communicated is cleared: in RECOVER the endpoint then asks for everything
+// (UPDREQALL, as after lost storage) instead of only what the partner still
+// owes. With hold, HeldInStartup is set (decision 24): the endpoint stays
+// in STARTUP, unresponsive, until Release. Everything else is kept, so
+// STARTUP step 5 still compares the partner's PARTNER-DOWN time with our
+// last operation.
+func Restored(rec fsm.EndpointState, hold bool) fsm.EndpointState {
+	rec.Communicated = false
+	rec.HeldInStartup = hold
+	return rec
 }
 
 // Contact records that a message arrived from the partner: LastContact

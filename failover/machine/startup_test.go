@@ -351,7 +351,10 @@ func TestHeldInStartup(t *testing.T) {
 		if m.Service().Mode != Unresponsive {
 			t.Errorf("responsive while held")
 		}
-		acts = m.Release(t0.Add(2 * time.Minute))
+		acts, err := m.Release(t0.Add(2 * time.Minute))
+		if err != nil {
+			t.Fatal(err)
+		}
 		checkBatch(t, m, acts)
 		// Previous NORMAL -> COMM-INT; the partner is in NORMAL: NORMAL.
 		if m.State() != stNormal || m.Held() || m.Record().HeldInStartup {
@@ -360,13 +363,13 @@ func TestHeldInStartup(t *testing.T) {
 		if h := hops(acts); len(h) != 2 || h[0] != stCommInt || h[1] != stNormal {
 			t.Errorf("hops %v", h)
 		}
-		if acts := m.Release(t0.Add(3 * time.Minute)); acts != nil {
-			t.Errorf("second release: %v", kinds(acts))
+		if acts, err := m.Release(t0.Add(3 * time.Minute)); acts != nil || !errors.Is(err, ErrNotHeld) {
+			t.Errorf("second release: %v, %v", kinds(acts), err)
 		}
 	})
 	t.Run("release before the timer, communications down", func(t *testing.T) {
 		m, _ := newM(t, cfgOf(Secondary), held())
-		acts := m.Release(t0.Add(5 * time.Second))
+		acts, _ := m.Release(t0.Add(5 * time.Second))
 		checkBatch(t, m, acts)
 		if m.State() != stStartup || kinds(acts) != Pe(stStartup) || find(acts, Persist).Record.HeldInStartup {
 			t.Errorf("state %v, actions %v", m.State(), kinds(acts))
@@ -379,7 +382,7 @@ func TestHeldInStartup(t *testing.T) {
 	t.Run("release after the timer, communications down", func(t *testing.T) {
 		m, _ := newM(t, cfgOf(Secondary), held())
 		m.Timer(t0.Add(DefaultStartupTime), TimerStartup)
-		acts := m.Release(t0.Add(time.Hour))
+		acts, _ := m.Release(t0.Add(time.Hour))
 		checkBatch(t, m, acts)
 		if m.State() != stCommInt || find(acts, Persist).Record.HeldInStartup {
 			t.Errorf("state %v, actions %v", m.State(), kinds(acts))

@@ -1,0 +1,217 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/tandem-dhcp/tandem/control"
+	"github.com/tandem-dhcp/tandem/failover/machine"
+	"github.com/tandem-dhcp/tandem/fsm"
+	"github.com/tandem-dhcp/tandem/raftstore"
+)
+
+// needOneFile fails with a usage error unless exactly one FILE was given.
+func needOneFile(c *cli.Context) error {
+	if c.NArg() != 1 {
+		return cli.Exit(fmt.Sprintf("%s needs exactly one FILE (got %d arguments): run '%s --help'",
+			c.Command.HelpName, c.NArg(), c.Command.HelpName), exitUsage)
+	}
+	return nil
+}
+
+func snapshotSaveCommand(e *env) *cli.Command {
+	var asJSON bool
+	return &cli.Command{
+		Name:      "save",
+		Usage:     "save a snapshot of a running daemon's lease database to a file",
+		ArgsUsage: "FILE",
+		Description: "Asks the daemon on the control socket for a consistent point-in-time snapshot (DHCP service\n" +
+			"goes on meanwhile), writes it to FILE.tmp, fsyncs it, reads it back and verifies every\n" +
+			"checksum, and only then renames it to FILE (replacing an older FILE atomically). A failed\n" +
+			"save leaves FILE as it was. Prints the raft index and term, binding count, size and time.\n" +
+			"Restore it with `tandem snapshot restore FILE --data-dir DIR` (daemon stopped).",
+		Flags: []cli.Flag{socketFlag(), jsonFlag(&asJSON)},
+		Action: func(c *cli.Context) error {
+			if err := needOneFile(c); err != nil {
+				return err
+			}
+			return snapshotSave(e, c, c.Args().First(), asJSON)
+		},
+	}
+}
+
+type jsonSnapshotSave struct {
+	File       string  `json:"file"`
+	Index      uint64  `json:"index"`
+	Term       uint64  `json:"term"`
+	Bindings   uint64  `json:"bindings"`
+	Bytes      int64   `json:"bytes"`
+	DurationMS float64 `json:"duration_ms"`
+}
+
+func snapshotSave(e *env, c *cli.Context, file string, asJSON bool) error {
+	start := time.Now()
+	if fi, err := os.Stat(file); err == nil && fi.IsDir() {
+		return cli.Exit(fmt.Sprintf("%s is a directory: give the name of the snapshot file to write", file), exitFailure)
+	}
+	tmp := file + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return cli.Exit(fmt.Sprintf("cannot write %s: %v: check that the directory exists and is writable, or choose another FILE", tmp, err), exitFailure)
+	}
+	fail := func(msg string) error {
+		f.Close()
+		os.Remove(tmp)
+		return cli.Exit(msg, exitFailure)
+	}
+	n, err := control.NewClient(c.String("socket")).SaveSnapshot(c.Context, f)
+	if err != nil {
+		return fail(err.Error() + ": nothing was written to " + file)
+	}
+	if err := f.Sync(); err != nil {
+		return fail(fmt.Sprintf("fsync %s: %v: is the disk full? nothing was written to %s", tmp, err, file))
+	}
+	if err := f.Close(); err != nil {
+		return fail(fmt.Sprintf("close %s: %v: nothing was written to %s", tmp, err, file))
+	}
+	rf, err := os.Open(tmp)
+	if err != nil {
+		return fail(fmt.Sprintf("read back %s: %v", tmp, err))
+	}
+	info := fsm.InspectSnapshot(rf)
+	rf.Close()
+	if info.Err != nil {
+		return fail(fmt.Sprintf("the snapshot received from the daemon does not verify (%v): nothing was written to %s; try again, and check the daemon's log", info.Err, file))
+	}
+	if err := os.Rename(tmp, file); err != nil {
+		return fail(fmt.Sprintf("rename %s to %s: %v", tmp, file, err))
+	}
+	if d, err := os.Open(filepath.Dir(file)); err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+	h, took := info.Header, time.Since(start)
+	if asJSON {
+		return writeJSON(e.stdout, jsonSnapshotSave{File: file, Index: h.Index, Term: h.Term, Bindings: h.Count, Bytes: n,
+			DurationMS: float64(took.Microseconds()) / 1000})
+	}
+	fmt.Fprintf(e.stdout, "saved %s: raft index %d, term %d, %d bindings, %d bytes, verified, in %v\n",
+		file, h.Index, h.Term, h.Count, n, took.Round(time.Millisecond))
+	return nil
+}
+
+func snapshotRestoreCommand(e *env) *cli.Command {
+	var asJSON bool
+	return &cli.Command{
+		Name:      "restore",
+		Usage:     "replace a stopped server's data dir by the state in a snapshot",
+		ArgsUsage: "FILE",
+		Description: "Offline: the daemon using --data-dir must be stopped (refused while it runs). FILE is a file\n" +
+			"written by `tandem snapshot save`, or a raft snapshot directory (one that holds state.bin).\n\n" +
+			"FILE is read and verified completely before anything is touched. A new data dir is built\n" +
+			"next to DIR (DIR.restore-<time>.tmp: a fresh raft log, the snapshot installed at its raft\n" +
+			"index), fsynced, and swapped with DIR in one atomic rename. The whole old DIR is renamed to\n" +
+			"DIR.before-restore-<UTC time> and never deleted: remove it yourself once the restored server\n" +
+			"runs well. A crash during the restore leaves DIR either the old data or the restored data.\n\n" +
+			"The restored server is HELD: it starts in failover STARTUP (standalone: the same) and answers\n" +
+			"no client until `tandem failover continue`, so it never serves a stale database by surprise.\n" +
+			"Its failover record is also marked as not having talked to its partner, so when released it\n" +
+			"asks the partner for every binding (UPDREQALL), including those made after the snapshot.\n" +
+			"--no-hold skips the hold (it still asks for every binding). See docs/operations.md.",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "data-dir", Usage: "the data dir to replace (data-dir in the configuration); required"},
+			&cli.BoolFlag{Name: "yes", Usage: "do not ask for confirmation"},
+			&cli.BoolFlag{Name: "no-hold", Usage: "start serving at once instead of waiting for `tandem failover continue`"},
+			jsonFlag(&asJSON),
+		},
+		Action: func(c *cli.Context) error {
+			if err := needOneFile(c); err != nil {
+				return err
+			}
+			return snapshotRestore(e, c, c.Args().First(), asJSON)
+		},
+	}
+}
+
+type jsonSnapshotRestore struct {
+	File     string `json:"file"`
+	DataDir  string `json:"data_dir"`
+	Previous string `json:"previous,omitempty"`
+	Index    uint64 `json:"index"`
+	Term     uint64 `json:"term"`
+	Bindings uint64 `json:"bindings"`
+	Held     bool   `json:"held_in_startup"`
+}
+
+func snapshotRestore(e *env, c *cli.Context, arg string, asJSON bool) error {
+	dir, hold := c.String("data-dir"), !c.Bool("no-hold")
+	if dir == "" {
+		return cli.Exit(fmt.Sprintf("%s needs --data-dir DIR (data-dir in the configuration): run '%s --help'", c.Command.HelpName, c.Command.HelpName), exitUsage)
+	}
+	// 1. The whole file verifies.
+	rc, path, err := openSnapshotArg(arg)
+	if err != nil {
+		return err
+	}
+	info := fsm.InspectSnapshot(rc)
+	rc.Close()
+	if info.Err != nil {
+		return cli.Exit(snapshotErrorMessage(path, info.Err)+": nothing was changed", exitFailure)
+	}
+	// 2. No daemon holds the data dir.
+	if err := raftstore.CheckUnlocked(dir); err != nil {
+		return cli.Exit(restoreErr(err, dir), exitFailure)
+	}
+	h := info.Header
+	if !c.Bool("yes") {
+		fmt.Fprintf(e.stdout, "Replace the data dir %s by the snapshot %s (raft index %d, %d bindings, last command %s)?\n"+
+			"The current %s is kept as %s.before-restore-<time>. Type 'yes': ",
+			dir, path, h.Index, h.Count, orDash(fmtUnixNano(h.LastTime)), dir, dir)
+		var answer string
+		fmt.Fscanln(os.Stdin, &answer)
+		if answer != "yes" {
+			return cli.Exit("not confirmed: nothing changed", exitFailure)
+		}
+	}
+	// 3. Restore (verifies again while copying; locks the dir itself).
+	rc, _, err = openSnapshotArg(arg)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	res, err := raftstore.Restore(raftstore.Config{DataDir: dir}, rc, func(h *fsm.SnapshotHeader) {
+		h.Endpoint = machine.Restored(h.Endpoint, hold)
+	})
+	if err != nil {
+		return cli.Exit(restoreErr(err, dir), exitFailure)
+	}
+	h = res.Header
+	if asJSON {
+		return writeJSON(e.stdout, jsonSnapshotRestore{File: path, DataDir: dir, Previous: res.Previous, Index: h.Index, Term: h.Term,
+			Bindings: h.Count, Held: h.Endpoint.HeldInStartup})
+	}
+	fmt.Fprintf(e.stdout, "restored %s into %s: raft index %d, term %d, %d bindings\n", path, dir, h.Index, h.Term, h.Count)
+	if res.Previous != "" {
+		fmt.Fprintf(e.stdout, "the previous data dir is kept in %s (delete it once the restored server runs well)\n", res.Previous)
+	}
+	if hold {
+		fmt.Fprintln(e.stdout, "the server is HELD: start it, check `tandem status` (and the partner's), then run `tandem failover continue`")
+	}
+	return nil
+}
+
+// restoreErr says what to do about a failed restore.
+func restoreErr(err error, dir string) string {
+	switch {
+	case errors.Is(err, raftstore.ErrLocked):
+		return fmt.Sprintf("%v: a daemon runs on %s: stop it (e.g. systemctl stop tandem) before restoring; nothing was changed", err, dir)
+	case errors.Is(err, fsm.ErrCorruptSnapshot), errors.Is(err, fsm.ErrForeignSnapshot), errors.Is(err, fsm.ErrUnsupportedVersion):
+		return fmt.Sprintf("%v: nothing was changed", err)
+	}
+	return fmt.Sprintf("restore %s: %v", dir, err)
+}
