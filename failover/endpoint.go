@@ -149,6 +149,7 @@ type Endpoint struct {
 	// lastContact is when the partner's last message arrived (Unix ns, 0:
 	// never); written with every Contact, read by Status.
 	lastContact atomic.Int64
+	resync      resyncTracker // recovery transfers in progress (Status)
 }
 
 // Status is the endpoint's state for operators.
@@ -177,6 +178,11 @@ type Status struct {
 	// HeldInStartup: a snapshot restore holds the endpoint in STARTUP
 	// (serving nobody) until `tandem failover continue`.
 	HeldInStartup bool `json:"held_in_startup"`
+	// ResyncSending is an UPDREQ/UPDREQALL of the partner this endpoint is
+	// answering; ResyncReceiving one it sent and waits to see done (nil:
+	// none).
+	ResyncSending   *ResyncStatus `json:"resync_sending,omitempty"`
+	ResyncReceiving *ResyncStatus `json:"resync_receiving,omitempty"`
 }
 
 // New builds an endpoint from the record stored in cfg.Store (or none: first
@@ -378,6 +384,7 @@ func (e *Endpoint) do(acts []machine.Action) bool {
 			e.mu.Lock()
 			e.updReq[xid] = a.Req
 			e.mu.Unlock()
+			e.resync.receiving.Store(&resyncProgress{kind: resyncKind(a.Kind == machine.SendUpdReqAll), started: e.clock.Now()})
 			if err := e.link.Send(msg); err != nil {
 				e.log.Warn("send update request", zap.Stringer("type", msg.Type), zap.Error(err))
 			}
@@ -479,6 +486,7 @@ func (e *Endpoint) Down(err error) {
 		e.mu.Lock()
 		e.updReq = map[uint32]uint64{}
 		e.mu.Unlock()
+		e.resync.receiving.Store(nil) // asked again on the next connection
 		e.do(e.m.CommDown(e.clock.Now(), err))
 	})
 }
@@ -520,6 +528,7 @@ func (e *Endpoint) Receive(msg *wire.Message, at time.Time) {
 			delete(e.updReq, msg.XID)
 			e.mu.Unlock()
 			if ok {
+				e.resync.receiving.Store(nil)
 				e.do(e.m.UpdDone(at, req))
 			}
 		})
@@ -574,6 +583,9 @@ func (e *Endpoint) handleBndUpd(msg *wire.Message) {
 				reply = wire.NewBndReply(msg.XID, 0, res.Reply)
 			} else {
 				reply = wire.NewBndReplyPrefix(msg.XID, 0, res.ReplyPrefix)
+			}
+			if p := e.resync.receiving.Load(); p != nil {
+				p.bindings.Add(1)
 			}
 			if err := e.link.Send(reply); err != nil {
 				e.log.Debug("send BNDREPLY", zap.Error(err))
@@ -734,6 +746,9 @@ func (e *Endpoint) answerUpdReq(xid uint32, all bool) {
 	// sit in memory as one list; the link's window bounds what is in flight,
 	// and the done channels kept are only those not yet answered.
 	v := e.state.View()
+	prog := &resyncProgress{kind: resyncKind(all), started: e.clock.Now(), total: int64(v.Stats().Bindings)}
+	e.resync.sending.Store(prog)
+	defer e.resync.sending.CompareAndSwap(prog, nil)
 	ctx := context.Background()
 	var pending []<-chan struct{}
 	send := func(chunk []fsm.Binding) bool {
@@ -749,6 +764,7 @@ func (e *Endpoint) answerUpdReq(xid uint32, all bool) {
 				return false // connection gone: the partner asks again on reconnect
 			}
 			pending = append(pending, d)
+			prog.bindings.Add(int64(len(ups[i].Bindings)))
 			for len(pending) > 0 && closed(pending[0]) {
 				pending = pending[1:]
 			}
@@ -804,6 +820,8 @@ func (e *Endpoint) Status() Status {
 	st.UnackedUpdates = len(e.inflight)
 	e.mu.Unlock()
 	st.OwedUpdates = e.state.Stats().Owed
+	st.ResyncSending = e.resync.sending.Load().status()
+	st.ResyncReceiving = e.resync.receiving.Load().status()
 	return st
 }
 

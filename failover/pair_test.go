@@ -858,3 +858,51 @@ func TestPairRestoredSecondaryHeldUntilContinue(t *testing.T) {
 		t.Errorf("second Continue: %v, want ErrNotHeld", err)
 	}
 }
+
+// TestPairResyncProgress: while a recovering secondary's UPDREQALL is being
+// answered, both endpoints report the transfer in Status (for `tandem
+// status`), and the reports go away with UPDDONE.
+func TestPairResyncProgress(t *testing.T) {
+	const count = 300
+	var gs *gatedStore
+	gated := false
+	p := upPair(t, func(p *pairEnv) {
+		p.sec.wrapStore = func(s Store) Store {
+			gs = &gatedStore{Store: s, entered: make(chan *fsm.Command, 16)}
+			if gated {
+				gs.close()
+			}
+			return gs
+		}
+	})
+	p.pri.leaseMany(1, count)
+	p.waitAcked()
+	p.sec.stop()
+	waitFor(t, "the primary in COMMUNICATIONS-INTERRUPTED", func() bool { return p.pri.state() == "COMMUNICATIONS-INTERRUPTED" })
+	p.sec.wipe()
+	gated = true
+	p.sec.start()
+	p.connect()
+	<-gs.entered // the first BNDUPD of the answer waits at the secondary's store door
+
+	ps, ss := p.pri.ep.Status(), p.sec.ep.Status()
+	if r := ps.ResyncSending; r == nil || r.Kind != "UPDREQALL" || r.Total != count || r.Bindings < 1 || r.Bindings > count {
+		t.Errorf("primary resync_sending %+v, want UPDREQALL with total %d and some sent", r, count)
+	}
+	if r := ss.ResyncReceiving; r == nil || r.Kind != "UPDREQALL" || r.Started == "" {
+		t.Errorf("secondary resync_receiving %+v, want UPDREQALL", r)
+	}
+	gs.mu.Lock()
+	gate := gs.gate
+	gs.gate = nil
+	gs.mu.Unlock()
+	close(gate)
+	go func() { // let the held Applies through
+		for range gs.entered {
+		}
+	}()
+	waitFor(t, "the secondary's UPDREQALL answered", func() bool { return p.sec.state() == "RECOVER-WAIT" })
+	waitFor(t, "the transfer reports gone", func() bool {
+		return p.pri.ep.Status().ResyncSending == nil && p.sec.ep.Status().ResyncReceiving == nil
+	})
+}

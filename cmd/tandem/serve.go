@@ -548,6 +548,12 @@ func printFailover(w io.Writer, f *failover.Status, partner string) {
 	}
 	fmt.Fprintf(w, "          MCLT %s, updates owed %d, unacked %d, clock skew %ds, last contact %s\n",
 		f.MCLT, f.OwedUpdates, f.UnackedUpdates, f.ClockSkewSeconds, contact)
+	if r := f.ResyncSending; r != nil {
+		fmt.Fprintf(w, "          resync: answering the partner's %s since %s: %d of at most %d bindings sent\n", r.Kind, r.Started, r.Bindings, r.Total)
+	}
+	if r := f.ResyncReceiving; r != nil {
+		fmt.Fprintf(w, "          resync: %s sent at %s: %d bindings received so far\n", r.Kind, r.Started, r.Bindings)
+	}
 }
 
 // statusCommand is `tandem status`.
