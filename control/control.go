@@ -6,9 +6,10 @@
 //
 // It owns the URL paths and the JSON shapes operators and scripts rely on
 // (lease objects with type, address or prefix, duid, iaid, state,
-// valid_until, ...). It must never change the binding database itself: it
-// reads through a Backend, and later mutating commands go through the same
-// log as DHCP traffic.
+// valid_until, ...) and the lease file formats (leasefile.go). It must
+// never change the binding database itself: it reads through a Backend,
+// and lease changes (leases.go) go to a LeaseAdmin (the DHCP server), which
+// commits them through the same log as DHCP traffic.
 package control
 
 import (
@@ -238,6 +239,7 @@ func Handler(b Backend) http.Handler {
 		}
 		writeLeases(w, b.State().View(), f)
 	})
+	registerLeaseRoutes(mux, b) // leases.go
 	return mux
 }
 

@@ -225,7 +225,34 @@ func (t *tables) apply(e *Entry) *Result {
 	return res
 }
 
+// dupScanMax is the txn size up to which duplicate resources are found by
+// scanning the earlier ops; bigger txns (admin imports) use a set.
+const dupScanMax = 16
+
+// dupOf reports whether ops[i]'s resource is in ops[:i]. seen is nil for
+// small txns, else the set of the resources of ops[:i] (dupOf adds ops[i]).
+func dupOf(ops []Op, i int, seen map[Resource]struct{}) bool {
+	r := ops[i].Resource
+	if seen == nil {
+		for j := 0; j < i; j++ {
+			if ops[j].Resource == r {
+				return true
+			}
+		}
+		return false
+	}
+	if _, dup := seen[r]; dup {
+		return true
+	}
+	seen[r] = struct{}{}
+	return false
+}
+
 func (t *tables) applyTxn(index uint64, ops []Op) error {
+	var seen map[Resource]struct{} // membership only: no map order reaches the state
+	if len(ops) > dupScanMax {
+		seen = make(map[Resource]struct{}, len(ops))
+	}
 	// Check everything first: a txn applies whole or not at all.
 	for i := range ops {
 		op := &ops[i]
@@ -240,10 +267,8 @@ func (t *tables) applyTxn(index uint64, ops []Op) error {
 				return fmt.Errorf("op %d: %w", i, err)
 			}
 		}
-		for j := 0; j < i; j++ {
-			if ops[j].Resource == op.Resource {
-				return fmt.Errorf("%w: op %d: resource %v appears twice in one txn", ErrInvalidCommand, i, op.Resource)
-			}
+		if dupOf(ops, i, seen) {
+			return fmt.Errorf("%w: op %d: resource %v appears twice in one txn", ErrInvalidCommand, i, op.Resource)
 		}
 		if op.IfRev != AnyRev {
 			if have := t.rev(op.Resource); have != op.IfRev {

@@ -255,6 +255,16 @@ func TestTxnAtomicity(t *testing.T) {
 	checkIndexes(t, a.s.View())
 }
 
+// largeTxnWithDup is a txn bigger than dupScanMax (a set finds duplicates)
+// whose last op repeats its first resource.
+func largeTxnWithDup() *Command {
+	var ops []Op
+	for i := 0; i < 3*dupScanMax; i++ {
+		ops = append(ops, delOp(na(fmt.Sprintf("2001:db8::1:%x", i))))
+	}
+	return txn(append(ops, delOp(na("2001:db8::1:0")))...)
+}
+
 func TestTxnDuplicateResource(t *testing.T) {
 	a := newApplier(t)
 	b := active(na("2001:db8::1"), duidA, 1, 1000)
@@ -266,6 +276,7 @@ func TestTxnDuplicateResource(t *testing.T) {
 		"put put":    txn(putOp(b), putOp(b2)),
 		"put delete": txn(putOp(b2), delOp(b.Resource)),
 		"third op":   txn(delOp(na("2001:db8::9")), putOp(active(na("2001:db8::8"), duidA, 1, 5)), delOp(na("2001:db8::9"))),
+		"large txn":  largeTxnWithDup(),
 	} {
 		err := a.apply(c)
 		if !errors.Is(err, ErrInvalidCommand) || !strings.Contains(err.Error(), "twice") {

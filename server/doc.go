@@ -24,6 +24,11 @@
 // Advertise, read the wall clock directly (time comes from a clock.Clock),
 // or let a malformed packet do more than bump pkt6-parse-failed.
 //
+// Operator changes (admin.go: AdminPut, AdminDelete, AdminImport, behind
+// `tandem lease add|update|delete|import`) are transactions like a
+// client's: one log entry (Origin admin) with IfRev preconditions, the
+// Policy's partner bookkeeping, the pools following by the observer.
+//
 // Goroutines: Serve runs one reader goroutine and Config.Workers workers; the
 // reclaimer runs in its own goroutine. Allocation state (pools) is shared and
 // locked per pool; the store serialises commits.

@@ -418,50 +418,6 @@ func socketFlag() *cli.StringFlag {
 		Usage: "the daemon's control socket", EnvVars: []string{"TANDEM_SOCKET"}}
 }
 
-// leaseCommand is `tandem lease ...`.
-func leaseCommand(e *env) *cli.Command {
-	return &cli.Command{
-		Name:  "lease",
-		Usage: "look at leases in a running daemon",
-		Subcommands: []*cli.Command{{
-			Name:  "list",
-			Usage: "list leases (all, or filtered)",
-			Flags: append(clientFlags(), jsonFlag(nil),
-				&cli.StringFlag{Name: "type", Usage: "na or pd"},
-				&cli.StringFlag{Name: "state", Usage: "binding status, e.g. ACTIVE"},
-				&cli.StringFlag{Name: "duid", Usage: "client DUID, hex"},
-				&cli.IntFlag{Name: "limit", Usage: "at most this many"},
-				&cli.StringFlag{Name: "after", Usage: `page after this lease ("na ADDRESS" or "pd PREFIX")`},
-			),
-			Action: func(c *cli.Context) error {
-				f := control.LeaseFilter{Type: c.String("type"), State: c.String("state"), DUID: c.String("duid"),
-					Limit: c.Int("limit"), After: c.String("after")}
-				cl, err := newClient(c)
-				if err != nil {
-					return err
-				}
-				ls, err := cl.Leases(c.Context, f)
-				if err != nil {
-					return cli.Exit(err.Error(), exitFailure)
-				}
-				if c.Bool("json") {
-					return writeJSON(e.stdout, ls)
-				}
-				fmt.Fprintf(e.stdout, "%-4s %-44s %-12s %-10s %-24s %s\n", "TYPE", "ADDRESS/PREFIX", "STATE", "IAID", "VALID UNTIL", "DUID")
-				for _, l := range ls {
-					res := l.Address
-					if res == "" {
-						res = l.Prefix
-					}
-					fmt.Fprintf(e.stdout, "%-4s %-44s %-12s %-10d %-24s %s\n", l.Type, res, l.State, l.IAID, l.ValidUntil, l.DUID)
-				}
-				fmt.Fprintf(e.stdout, "%d leases\n", len(ls))
-				return nil
-			},
-		}},
-	}
-}
-
 // failoverCommand is `tandem failover ...`.
 func failoverCommand(e *env) *cli.Command {
 	return &cli.Command{
