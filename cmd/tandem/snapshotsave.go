@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/tandem-dhcp/tandem/control"
 	"github.com/tandem-dhcp/tandem/failover/machine"
 	"github.com/tandem-dhcp/tandem/fsm"
+	"github.com/tandem-dhcp/tandem/internal/progress"
 	"github.com/tandem-dhcp/tandem/raftstore"
 )
 
@@ -158,7 +160,9 @@ func snapshotRestore(e *env, c *cli.Context, arg string, asJSON bool) error {
 	if err != nil {
 		return err
 	}
-	info := fsm.InspectSnapshot(rc)
+	vbar := progress.New(e.stderr, "verifying", snapshotSize(path))
+	info := fsm.InspectSnapshot(&progressReader{r: rc, bar: vbar})
+	vbar.Done()
 	rc.Close()
 	if info.Err != nil {
 		return cli.Exit(snapshotErrorMessage(path, info.Err)+": nothing was changed", exitFailure)
@@ -184,9 +188,11 @@ func snapshotRestore(e *env, c *cli.Context, arg string, asJSON bool) error {
 		return err
 	}
 	defer rc.Close()
-	res, err := raftstore.Restore(raftstore.Config{DataDir: dir}, rc, func(h *fsm.SnapshotHeader) {
+	rbar := progress.New(e.stderr, "restoring", snapshotSize(path))
+	res, err := raftstore.Restore(raftstore.Config{DataDir: dir}, &progressReader{r: rc, bar: rbar}, func(h *fsm.SnapshotHeader) {
 		h.Endpoint = machine.Restored(h.Endpoint, hold)
 	})
+	rbar.Done()
 	if err != nil {
 		return cli.Exit(restoreErr(err, dir), exitFailure)
 	}
@@ -214,4 +220,29 @@ func restoreErr(err error, dir string) string {
 		return fmt.Sprintf("%v: nothing was changed", err)
 	}
 	return fmt.Sprintf("restore %s: %v", dir, err)
+}
+
+// progressReader advances a progress bar by the bytes read through it.
+type progressReader struct {
+	r   io.Reader
+	bar *progress.Bar
+}
+
+func (p *progressReader) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	p.bar.Add(int64(n))
+	return n, err
+}
+
+// snapshotSize is the size of a snapshot file (or of a snapshot directory's
+// state.bin), 0 when unknown (the bar then shows a count only).
+func snapshotSize(path string) int64 {
+	fi, err := os.Stat(path)
+	if err == nil && fi.IsDir() {
+		fi, err = os.Stat(filepath.Join(path, "state.bin"))
+	}
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
 }
