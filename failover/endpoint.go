@@ -150,6 +150,7 @@ type Endpoint struct {
 	// never); written with every Contact, read by Status.
 	lastContact atomic.Int64
 	resync      resyncTracker // recovery transfers in progress (Status)
+	dnsWarned   atomic.Bool   // the §9 warning was logged
 }
 
 // Status is the endpoint's state for operators.
@@ -586,6 +587,10 @@ func (e *Endpoint) handleBndUpd(msg *wire.Message) {
 			}
 			if p := e.resync.receiving.Load(); p != nil {
 				p.bindings.Add(1)
+			}
+			if res.DNSIgnored && e.dnsWarned.CompareAndSwap(false, true) {
+				// RFC 8156 §9: a server that does no DNS update SHOULD say so.
+				e.log.Warn("the partner sends DNS update information in its binding updates; this server does no DNS update and ignores it (RFC 8156 §9); logged once")
 			}
 			if err := e.link.Send(reply); err != nil {
 				e.log.Debug("send BNDREPLY", zap.Error(err))
