@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"io"
 	"os"
@@ -11,20 +10,19 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/tandem-dhcp/tandem/control"
 )
 
-// startLeaseDaemon runs `tandem serve` (standalone, DHCP on lo at a high port)
-// and returns its control socket once it answers. It is stopped with
-// SIGTERM when the test ends.
+// startLeaseDaemon runs `tandem serve` (standalone, DHCP on lo, a pd-pool)
+// and returns its control socket once it answers (startDaemon: stopped with
+// SIGTERM when the test ends).
 func startLeaseDaemon(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "run", "tandem.sock")
 	cfg := filepath.Join(dir, "tandem.toml")
-	port := 20000 + os.Getpid()%20000
+	port := freePort(t, "udp")
 	body := fmt.Sprintf(`data-dir = %q
 control-socket = %q
 
@@ -40,42 +38,7 @@ pd-pools = [{ prefix = "2001:db8:8000::/40", delegated-length = 56 }]
 	if err := os.WriteFile(cfg, []byte(body), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(binPath, "serve", "--config", cfg)
-	cmd.Env = cleanEnv()
-	var logs bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(30 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-			t.Errorf("daemon did not stop on SIGTERM")
-		}
-	})
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		_, err := control.NewClient(sock).Status(ctx)
-		cancel()
-		if err == nil {
-			return sock
-		}
-		select {
-		case err := <-exited:
-			t.Fatalf("daemon exited: %v\n%s", err, logs.String())
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("daemon not ready: %v\n%s", err, logs.String())
-		}
-	}
+	return startDaemon(t, cfg, sock).sock
 }
 
 func wantFail(t *testing.T, r result, code int, texts ...string) {

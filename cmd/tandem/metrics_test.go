@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -54,7 +53,7 @@ type opDaemon struct {
 	dhcp                        netip.AddrPort
 	serverCA, token, wrongToken string
 	admin, foreign              testpki.Pair
-	stderr                      *bytes.Buffer
+	stderr                      *bytes.Buffer // the daemon's
 }
 
 func startOpDaemon(t *testing.T) *opDaemon {
@@ -63,7 +62,7 @@ func startOpDaemon(t *testing.T) *opDaemon {
 	srvCA, adminCA, otherCA := testpki.NewCA(t, "server"), testpki.NewCA(t, "admins"), testpki.NewCA(t, "other")
 	srvCert := srvCA.Issue(t, "tandem", "127.0.0.1")
 	d := &opDaemon{socket: filepath.Join(dir, "s.sock"), serverCA: srvCA.CertFile, admin: adminCA.Issue(t, "alice"),
-		foreign: otherCA.Issue(t, "mallory"), token: filepath.Join(dir, "token"), wrongToken: filepath.Join(dir, "wrong"), stderr: &bytes.Buffer{}}
+		foreign: otherCA.Issue(t, "mallory"), token: filepath.Join(dir, "token"), wrongToken: filepath.Join(dir, "wrong")}
 	os.WriteFile(d.token, []byte("the-right-token\n"), 0o600)
 	os.WriteFile(d.wrongToken, []byte("a-guessed-token\n"), 0o600)
 	udp, mport, cport := freePort(t, "udp"), freePort(t, "tcp"), freePort(t, "tcp")
@@ -96,25 +95,9 @@ token-file = %q
 	if err := os.WriteFile(p, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(binPath, "serve", "--config", p)
-	cmd.Env, cmd.Stderr = cleanEnv(), d.stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		if err := <-exited; err != nil {
-			t.Errorf("tandem serve: %v\n%s", err, d.stderr)
-		}
-	})
+	dp := startDaemon(t, p, d.socket) // the control socket answers
+	d.stderr = dp.stderr
 	netns.WaitFor(t, 20*time.Second, "the metrics endpoint", func() bool {
-		select {
-		case err := <-exited:
-			t.Fatalf("tandem serve exited: %v\n%s", err, d.stderr)
-		default:
-		}
 		resp, err := http.Get(d.metricsURL)
 		if err != nil {
 			return false
