@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"strconv"
 	"syscall"
 	"time"
 )
@@ -89,22 +88,7 @@ func (c *Client) Status(ctx context.Context) (*Status, error) {
 
 // Leases returns the leases matching f.
 func (c *Client) Leases(ctx context.Context, f LeaseFilter) ([]Lease, error) {
-	q := url.Values{}
-	set := func(k, v string) {
-		if v != "" {
-			q.Set(k, v)
-		}
-	}
-	set("type", f.Type)
-	set("state", f.State)
-	set("duid", f.DUID)
-	set("after", f.After)
-	if f.Subnet.IsValid() {
-		q.Set("subnet", f.Subnet.String())
-	}
-	if f.Limit > 0 {
-		q.Set("limit", strconv.Itoa(f.Limit))
-	}
+	q := filterQuery(f)
 	out := []Lease{}
 	if err := c.get(ctx, "/v1/leases", q, &out); err != nil {
 		return nil, err
