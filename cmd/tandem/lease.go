@@ -395,6 +395,16 @@ func leaseExportCommand(e *env) *cli.Command {
 			}
 			var w io.Writer = e.stdout
 			var f *os.File
+			if fi, serr := os.Stat(out); out != "" && out != "-" && serr == nil && !fi.Mode().IsRegular() {
+				// A device or a pipe (/dev/null, a FIFO): write to it as it
+				// is; a temp file renamed over it would replace it.
+				dev, err := os.OpenFile(out, os.O_WRONLY, 0)
+				if err != nil {
+					return cli.Exit(err.Error(), exitFailure)
+				}
+				defer dev.Close()
+				w, out = dev, ""
+			}
 			if out != "" && out != "-" {
 				tmp := out + ".tmp"
 				if f, err = os.Create(tmp); err != nil {

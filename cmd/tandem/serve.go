@@ -459,8 +459,12 @@ func failoverCommand(e *env) *cli.Command {
 				"client) until this command. Check first with `tandem status` on both servers that the partner\n" +
 				"is connected and in the state you expect (docs/operations.md says when it is safe). The\n" +
 				"release is stored before the command returns. Refused when the server is not held.",
-			Flags: []cli.Flag{socketFlag(), jsonFlag(nil), &cli.BoolFlag{Name: "yes", Usage: "do not ask for confirmation"}},
+			Flags: append(clientFlags(), jsonFlag(nil), &cli.BoolFlag{Name: "yes", Usage: "do not ask for confirmation"}),
 			Action: func(c *cli.Context) error {
+				cl, err := newClient(c)
+				if err != nil {
+					return err
+				}
 				if !c.Bool("yes") {
 					fmt.Fprint(e.stdout, "Release the restored server's hold (it may start serving clients)? Type 'yes': ")
 					var answer string
@@ -469,7 +473,7 @@ func failoverCommand(e *env) *cli.Command {
 						return cli.Exit("not confirmed: nothing changed", exitFailure)
 					}
 				}
-				st, err := control.NewClient(c.String("socket")).Continue(c.Context)
+				st, err := cl.Continue(c.Context)
 				if err != nil {
 					return cli.Exit(err.Error(), exitFailure)
 				}

@@ -10,7 +10,6 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/tandem-dhcp/tandem/control"
 	"github.com/tandem-dhcp/tandem/failover/machine"
 	"github.com/tandem-dhcp/tandem/fsm"
 	"github.com/tandem-dhcp/tandem/internal/progress"
@@ -37,7 +36,7 @@ func snapshotSaveCommand(e *env) *cli.Command {
 			"checksum, and only then renames it to FILE (replacing an older FILE atomically). A failed\n" +
 			"save leaves FILE as it was. Prints the raft index and term, binding count, size and time.\n" +
 			"Restore it with `tandem snapshot restore FILE --data-dir DIR` (daemon stopped).",
-		Flags: []cli.Flag{socketFlag(), jsonFlag(&asJSON)},
+		Flags: append(clientFlags(), jsonFlag(&asJSON)),
 		Action: func(c *cli.Context) error {
 			if err := needOneFile(c); err != nil {
 				return err
@@ -61,6 +60,13 @@ func snapshotSave(e *env, c *cli.Context, file string, asJSON bool) error {
 	if fi, err := os.Stat(file); err == nil && fi.IsDir() {
 		return cli.Exit(fmt.Sprintf("%s is a directory: give the name of the snapshot file to write", file), exitFailure)
 	}
+	if fi, err := os.Stat(file); err == nil && !fi.IsDir() && !fi.Mode().IsRegular() {
+		return cli.Exit(fmt.Sprintf("%s is not a regular file (a device or a pipe): snapshot save writes FILE.tmp and renames it to FILE, which would replace it; give a file name", file), exitFailure)
+	}
+	cl, err := newClient(c)
+	if err != nil {
+		return err
+	}
 	tmp := file + ".tmp"
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
@@ -71,7 +77,7 @@ func snapshotSave(e *env, c *cli.Context, file string, asJSON bool) error {
 		os.Remove(tmp)
 		return cli.Exit(msg, exitFailure)
 	}
-	n, err := control.NewClient(c.String("socket")).SaveSnapshot(c.Context, f)
+	n, err := cl.SaveSnapshot(c.Context, f)
 	if err != nil {
 		return fail(err.Error() + ": nothing was written to " + file)
 	}
