@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"container/list"
 	"encoding/binary"
 	"fmt"
@@ -95,12 +96,13 @@ type rlReport struct {
 
 // allow takes a token from key's bucket at now. When there is none it
 // returns false, and a report when the source is due a log line.
-func (l *rateLimiter) allow(key string, now time.Time) (bool, *rlReport) {
-	sh := &l.shards[maphash.String(l.seed, key)%rateLimitShards]
+// key is only read (a lookup does not copy it; a new bucket does).
+func (l *rateLimiter) allow(key []byte, now time.Time) (bool, *rlReport) {
+	sh := &l.shards[maphash.Bytes(l.seed, key)%rateLimitShards]
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	var b *rlBucket
-	if e, ok := sh.m[key]; ok {
+	if e, ok := sh.m[string(key)]; ok {
 		b = e.Value.(*rlBucket)
 		sh.lru.MoveToFront(e)
 		if d := now.Sub(b.last); d > 0 {
@@ -109,8 +111,8 @@ func (l *rateLimiter) allow(key string, now time.Time) (bool, *rlReport) {
 		}
 	} else {
 		l.evict(sh, now)
-		b = &rlBucket{key: key, tokens: float64(l.rate.Burst), last: now}
-		sh.m[key] = sh.lru.PushFront(b)
+		b = &rlBucket{key: string(key), tokens: float64(l.rate.Burst), last: now}
+		sh.m[b.key] = sh.lru.PushFront(b)
 	}
 	if b.tokens >= 1 {
 		b.tokens--
@@ -158,33 +160,39 @@ func (l *rateLimiter) len() int {
 
 // limitKeys finds, without parsing the whole message, what the limits are
 // keyed by: whether b is relayed, and the client key: the Client ID option's
-// DUID, or for a message without one "addr:" and the client's address (the
-// innermost relay's peer-address, or src for a direct client). ok is false
-// when b is too malformed to tell; the full parser then rejects it.
-func limitKeys(b []byte, src netip.Addr) (relayed bool, client string, ok bool) {
+// DUID (a slice of b), or for a message without one addrKeyPrefix and the
+// client's address (the innermost relay's peer-address, or src for a direct
+// client), built in scratch. ok is false when b is too malformed to tell;
+// the full parser then rejects it.
+func limitKeys(b []byte, src netip.Addr, scratch *[len(addrKeyPrefix) + 16]byte) (relayed bool, client []byte, ok bool) {
 	const relayForw, relayHeader, clientHeader = 12, 34, 4
 	const optClientID, optRelayMsg = 1, 9
-	peer := src
+	peer := src.As16()
 	for hops := 0; len(b) > 0 && b[0] == relayForw; hops++ {
 		relayed = true
 		if hops == maxRelayHops || len(b) < relayHeader {
-			return relayed, "", false
+			return relayed, nil, false
 		}
-		peer = netip.AddrFrom16([16]byte(b[18:34]))
+		peer = [16]byte(b[18:34])
 		inner, found := findOption(b[relayHeader:], optRelayMsg)
 		if !found {
-			return relayed, "", false
+			return relayed, nil, false
 		}
 		b = inner
 	}
 	if len(b) < clientHeader {
-		return relayed, "", false
+		return relayed, nil, false
 	}
 	if duid, found := findOption(b[clientHeader:], optClientID); found {
-		return relayed, string(duid), true
+		return relayed, duid, true
 	}
-	return relayed, "addr:" + string(peer.AsSlice()), true
+	n := copy(scratch[:], addrKeyPrefix)
+	copy(scratch[n:], peer[:])
+	return relayed, scratch[:], true
 }
+
+// addrKeyPrefix starts the client key of a message without a Client ID.
+const addrKeyPrefix = "addr:"
 
 // findOption returns the data of the first option code in the option area opts.
 func findOption(opts []byte, code uint16) ([]byte, bool) {
@@ -203,40 +211,45 @@ func findOption(opts []byte, code uint16) ([]byte, bool) {
 
 // admit applies the relay and client limits to the datagram b from src. It
 // is the first thing done with a packet (before the worker queue in Serve),
-// and costs a walk over the option headers, not a parse. A packet over a
-// limit is counted in pkt6-limit-exceeded and dropped.
+// and costs a walk over the option headers, not a parse, and one bucket per
+// limit (BenchmarkAdmit). A packet over a limit is counted in
+// pkt6-limit-exceeded and dropped.
 func (s *Server) admit(b []byte, src netip.Addr) bool {
 	if s.relayLimit == nil && s.clientLimit == nil {
 		return true
 	}
 	now := s.clock.Now()
-	relayed, client, ok := limitKeys(b, src)
+	var scratch [len(addrKeyPrefix) + 16]byte
+	relayed, client, ok := limitKeys(b, src, &scratch)
 	if relayed && s.relayLimit != nil {
-		key := string(src.AsSlice()) + src.Zone()
-		if allowed, rep := s.relayLimit.allow(key, now); !allowed {
-			s.limited(s.relayLimit, rep, zap.String("relay", src.String()))
+		a := src.As16()
+		if allowed, rep := s.relayLimit.allow(a[:], now); !allowed {
+			s.metrics.inc(mLimitExceeded)
+			if rep != nil {
+				s.logLimited(s.relayLimit, rep, zap.String("relay", src.String()))
+			}
 			return false
 		}
 	}
 	if ok && s.clientLimit != nil {
 		if allowed, rep := s.clientLimit.allow(client, now); !allowed {
-			f := zap.String("client-duid", fmt.Sprintf("%x", client))
-			if len(client) > 5 && client[:5] == "addr:" {
-				a, _ := netip.AddrFromSlice([]byte(client[5:]))
-				f = zap.String("client-address", a.String())
+			s.metrics.inc(mLimitExceeded)
+			if rep != nil {
+				f := zap.String("client-duid", fmt.Sprintf("%x", client))
+				if a, isAddr := bytes.CutPrefix(client, []byte(addrKeyPrefix)); isAddr && len(a) == 16 {
+					f = zap.String("client-address", netip.AddrFrom16([16]byte(a)).String())
+				}
+				s.logLimited(s.clientLimit, rep, f, zap.String("src", src.String()))
 			}
-			s.limited(s.clientLimit, rep, f, zap.String("src", src.String()))
 			return false
 		}
 	}
 	return true
 }
 
-func (s *Server) limited(l *rateLimiter, rep *rlReport, fields ...zap.Field) {
-	s.metrics.inc(mLimitExceeded)
-	if rep == nil {
-		return
-	}
+// logLimited logs a source a limit is dropping (at most once per
+// rateLimitLogInterval per source: rep says it is due).
+func (s *Server) logLimited(l *rateLimiter, rep *rlReport, fields ...zap.Field) {
 	s.log.Warn("rate limit exceeded: dropping packets", append(fields, zap.String("limit", l.kind),
 		zap.String("rate", l.rate.String()), zap.Uint64("dropped", rep.dropped),
 		zap.Duration("next-report-after", rateLimitLogInterval))...)

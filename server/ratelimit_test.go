@@ -10,6 +10,8 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv6"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/tandem-dhcp/tandem/internal/clock"
 )
 
 // TestRateLimiterTokenBucket: a burst is admitted at once, then one packet
@@ -18,31 +20,31 @@ func TestRateLimiterTokenBucket(t *testing.T) {
 	l := newRateLimiter("client", Rate{PerSecond: 10, Burst: 5}, 1024)
 	now := t0
 	for i := 0; i < 5; i++ {
-		if ok, _ := l.allow("a", now); !ok {
+		if ok, _ := l.allow([]byte("a"), now); !ok {
 			t.Fatalf("packet %d of the burst refused", i)
 		}
 	}
-	ok, rep := l.allow("a", now)
+	ok, rep := l.allow([]byte("a"), now)
 	if ok || rep == nil || rep.dropped != 1 {
 		t.Fatalf("6th packet: ok %v report %+v, want refused with a report of 1 drop", ok, rep)
 	}
-	if ok, _ := l.allow("b", now); !ok {
+	if ok, _ := l.allow([]byte("b"), now); !ok {
 		t.Fatal("another source is limited by a's bucket")
 	}
 	now = now.Add(99 * time.Millisecond)
-	if ok, _ := l.allow("a", now); ok {
+	if ok, _ := l.allow([]byte("a"), now); ok {
 		t.Fatal("a token after 99ms at 10/s")
 	}
 	now = now.Add(time.Millisecond)
-	if ok, _ := l.allow("a", now); !ok {
+	if ok, _ := l.allow([]byte("a"), now); !ok {
 		t.Fatal("no token after 100ms at 10/s")
 	}
-	if ok, _ := l.allow("a", now); ok {
+	if ok, _ := l.allow([]byte("a"), now); ok {
 		t.Fatal("two tokens after 100ms at 10/s")
 	}
 	now = now.Add(time.Hour)
 	for i := 0; i < 5; i++ {
-		if ok, _ := l.allow("a", now); !ok {
+		if ok, _ := l.allow([]byte("a"), now); !ok {
 			t.Fatalf("after an idle hour, packet %d of the burst refused", i)
 		}
 	}
@@ -54,18 +56,18 @@ func TestRateLimiterTokenBucket(t *testing.T) {
 func TestRateLimiterReportsOncePerInterval(t *testing.T) {
 	l := newRateLimiter("relay", Rate{PerSecond: 1, Burst: 1}, 1024)
 	now := t0
-	l.allow("r", now)
-	if _, rep := l.allow("r", now); rep == nil || rep.dropped != 1 {
+	l.allow([]byte("r"), now)
+	if _, rep := l.allow([]byte("r"), now); rep == nil || rep.dropped != 1 {
 		t.Fatalf("first drop: report %+v", rep)
 	}
 	for i := 0; i < 100; i++ {
-		if _, rep := l.allow("r", now); rep != nil {
+		if _, rep := l.allow([]byte("r"), now); rep != nil {
 			t.Fatalf("drop %d within the interval reported again", i)
 		}
 	}
 	now = now.Add(rateLimitLogInterval)
-	l.allow("r", now) // refilled: admitted
-	if _, rep := l.allow("r", now); rep == nil || rep.dropped != 101 {
+	l.allow([]byte("r"), now) // refilled: admitted
+	if _, rep := l.allow([]byte("r"), now); rep == nil || rep.dropped != 101 {
 		t.Fatalf("drop after the interval: report %+v, want 101 dropped", rep)
 	}
 }
@@ -78,7 +80,7 @@ func TestRateLimiterBounded(t *testing.T) {
 	l := newRateLimiter("client", Rate{PerSecond: 1, Burst: 2}, maxEntries)
 	now := t0
 	for i := 0; i < 100000; i++ {
-		if ok, _ := l.allow(fmt.Sprintf("duid-%d", i), now); !ok {
+		if ok, _ := l.allow(fmt.Appendf(nil, "duid-%d", i), now); !ok {
 			t.Fatalf("new source %d refused", i)
 		}
 		if i%1000 == 0 {
@@ -91,22 +93,22 @@ func TestRateLimiterBounded(t *testing.T) {
 	// Busy sources stay limited while rotating DUIDs pass by, as long as
 	// the table has room for them.
 	l = newRateLimiter("client", Rate{PerSecond: 1, Burst: 1}, maxEntries)
-	l.allow("busy", now)
+	l.allow([]byte("busy"), now)
 	for i := 0; i < 5; i++ {
-		l.allow(fmt.Sprintf("other-%d", i), now)
+		l.allow(fmt.Appendf(nil, "other-%d", i), now)
 	}
-	if ok, _ := l.allow("busy", now); ok {
+	if ok, _ := l.allow([]byte("busy"), now); ok {
 		t.Fatal("busy source admitted twice with a burst of 1")
 	}
 	// Below the cap, the clock sweeps: after burst/rate every bucket is
 	// full again (the same as none), and new sources push them out.
 	l = newRateLimiter("client", Rate{PerSecond: 1, Burst: 2}, 1<<20)
 	for i := 0; i < 1000; i++ {
-		l.allow(fmt.Sprintf("early-%d", i), now)
+		l.allow(fmt.Appendf(nil, "early-%d", i), now)
 	}
 	now = now.Add(2 * time.Second)
 	for i := 0; i < 1000; i++ {
-		l.allow(fmt.Sprintf("late-%d", i), now)
+		l.allow(fmt.Appendf(nil, "late-%d", i), now)
 	}
 	if n := l.len(); n > 1100 {
 		t.Fatalf("%d buckets: the 1000 idle ones were not swept", n)
@@ -118,8 +120,9 @@ func TestRateLimiterBounded(t *testing.T) {
 func TestLimitKeys(t *testing.T) {
 	c := newClient(7)
 	src := addr("fe80::99")
-	relayed, key, ok := limitKeys(c.solicit().ToBytes(), src)
-	if relayed || !ok || key != c.key() {
+	var scratch [len(addrKeyPrefix) + 16]byte
+	relayed, key, ok := limitKeys(c.solicit().ToBytes(), src, &scratch)
+	if relayed || !ok || string(key) != c.key() {
 		t.Fatalf("direct Solicit: relayed %v key %x ok %v", relayed, key, ok)
 	}
 	fw := relayForw(t, c.solicit(), addr("2001:db8:2::1"), addr("fe80::7"), "")
@@ -127,18 +130,18 @@ func TestLimitKeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	relayed, key, ok = limitKeys(fw2.ToBytes(), src)
-	if !relayed || !ok || key != c.key() {
+	relayed, key, ok = limitKeys(fw2.ToBytes(), src, &scratch)
+	if !relayed || !ok || string(key) != c.key() {
 		t.Fatalf("twice relayed Solicit: relayed %v key %x ok %v", relayed, key, ok)
 	}
 	ir, _ := dhcpv6.NewMessage()
 	ir.MessageType = dhcpv6.MessageTypeInformationRequest
-	relayed, key, ok = limitKeys(relayForw(t, ir, addr("2001:db8:2::1"), addr("fe80::7"), "").ToBytes(), src)
-	if !relayed || !ok || key != "addr:"+string(addr("fe80::7").AsSlice()) {
+	relayed, key, ok = limitKeys(relayForw(t, ir, addr("2001:db8:2::1"), addr("fe80::7"), "").ToBytes(), src, &scratch)
+	if !relayed || !ok || string(key) != addrKeyPrefix+string(addr("fe80::7").AsSlice()) {
 		t.Fatalf("relayed Information-Request without Client ID: relayed %v key %q ok %v", relayed, key, ok)
 	}
 	for _, b := range [][]byte{{12, 0, 1}, {1, 0}, append([]byte{12}, make([]byte, 40)...), {12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9, 0, 9, 1}} {
-		if _, _, ok := limitKeys(b, src); ok {
+		if _, _, ok := limitKeys(b, src, &scratch); ok {
 			t.Errorf("% x: ok, want not ok", b)
 		}
 	}
@@ -234,5 +237,25 @@ func TestRateLimitOffByDefault(t *testing.T) {
 	}
 	if h.srv.clientLimit != nil || h.srv.relayLimit != nil || h.metric("pkt6-limit-exceeded") != 0 {
 		t.Fatal("a limiter is on in the zero Config")
+	}
+}
+
+// BenchmarkAdmit measures the limits' cost per packet on the reader
+// goroutine: key extraction and one bucket, for a relayed Solicit from one
+// of 10,000 clients.
+//
+//	go test -run '^$' -bench BenchmarkAdmit ./server/
+func BenchmarkAdmit(b *testing.B) {
+	s := &Server{clock: clock.NewFake(t0), log: zap.NewNop(), metrics: newMetrics(),
+		clientLimit: newRateLimiter("client", Rate{PerSecond: 10, Burst: 50}, 65536)}
+	pkts := make([][]byte, 10000)
+	for i := range pkts {
+		pkts[i] = relayForw(b, newClient(i).solicit(), subnet2.Addr().Next(), addr("fe80::1"), "").ToBytes()
+	}
+	src := addr("2001:db8:ff::1")
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		s.admit(pkts[i%len(pkts)], src)
 	}
 }
