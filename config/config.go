@@ -85,6 +85,55 @@ type DHCP struct {
 	// ExpiredHoldTime keeps an expired or released lease for its last client
 	// before it is forgotten (default 1h); the client gets it back if it returns.
 	ExpiredHoldTime Duration `toml:"expired-hold-time"`
+	// ClientRateLimit and ClientBurst bound the messages one client (one
+	// DUID) may send: default "10/s" with a burst of 50, far above what a
+	// client retransmitting by RFC 8415 sends (one host booting twenty
+	// interfaces under one DUID sends about 40 at once). "off" disables it.
+	ClientRateLimit *Rate `toml:"client-rate-limit"`
+	ClientBurst     int   `toml:"client-burst"`
+	// RelayRateLimit and RelayBurst bound the Relay-Forw messages from one
+	// relay (UDP source): off by default, because a relay carries thousands
+	// of clients who all solicit at once after a power cut; set it to what
+	// your largest relay can legitimately send. The burst defaults to one
+	// second's worth.
+	RelayRateLimit *Rate `toml:"relay-rate-limit"`
+	RelayBurst     int   `toml:"relay-burst"`
+	// RateLimitEntries caps the clients and relays each limit tracks
+	// (default 65536); when full, the least recently seen one is forgotten.
+	RateLimitEntries int `toml:"rate-limit-entries"`
+}
+
+// Rate is a packet rate written "20/s", "600/m", "36000/h", or "off".
+type Rate struct {
+	// PerSecond is the rate; 0 is off.
+	PerSecond float64
+	text      string
+}
+
+// UnmarshalText parses N/s, N/m, N/h (N > 0, may have a fraction) or "off".
+func (r *Rate) UnmarshalText(b []byte) error {
+	s := string(b)
+	r.text = s
+	if s == "off" {
+		r.PerSecond = 0
+		return nil
+	}
+	n, unit, ok := strings.Cut(s, "/")
+	per := map[string]float64{"s": 1, "m": 60, "h": 3600}[unit]
+	v, err := strconv.ParseFloat(n, 64)
+	if !ok || per == 0 || err != nil || !(v > 0) || math.IsInf(v, 0) {
+		return fmt.Errorf("bad rate %q (write e.g. \"20/s\", \"600/m\", or \"off\")", s)
+	}
+	r.PerSecond = v / per
+	return nil
+}
+
+// MarshalText writes the rate as it was given.
+func (r Rate) MarshalText() ([]byte, error) {
+	if r.text == "" {
+		return []byte(strconv.FormatFloat(r.PerSecond, 'g', -1, 64) + "/s"), nil
+	}
+	return []byte(r.text), nil
 }
 
 // Subnet is one link (directly attached, or behind relays).
@@ -305,6 +354,26 @@ func (c *Config) setDefaults() {
 	if d.ExpiredHoldTime.Duration == 0 {
 		d.ExpiredHoldTime.Duration = time.Hour
 	}
+	if d.ClientRateLimit == nil {
+		d.ClientRateLimit = &Rate{PerSecond: 10, text: "10/s"}
+		if d.ClientBurst == 0 {
+			d.ClientBurst = 50
+		}
+	}
+	if d.RelayRateLimit == nil {
+		d.RelayRateLimit = &Rate{text: "off"}
+	}
+	for _, l := range []struct {
+		r     *Rate
+		burst *int
+	}{{d.ClientRateLimit, &d.ClientBurst}, {d.RelayRateLimit, &d.RelayBurst}} {
+		if *l.burst == 0 && l.r.PerSecond > 0 {
+			*l.burst = max(1, int(math.Ceil(l.r.PerSecond)))
+		}
+	}
+	if d.RateLimitEntries == 0 {
+		d.RateLimitEntries = 65536
+	}
 	c.setFailoverDefaults()
 	for i := range c.Subnets {
 		s := &c.Subnets[i]
@@ -383,6 +452,21 @@ func (c *Config) Validate() error {
 	}
 	if d.QueueSize < 1 {
 		add(c.errAt("dhcp.queue-size", "must be at least 1"))
+	}
+	for _, l := range []struct {
+		key, rateKey string
+		burst        int
+		r            *Rate
+	}{{"dhcp.client-burst", "dhcp.client-rate-limit", d.ClientBurst, d.ClientRateLimit}, {"dhcp.relay-burst", "dhcp.relay-rate-limit", d.RelayBurst, d.RelayRateLimit}} {
+		switch {
+		case l.burst < 0:
+			add(c.errAt(l.key, "%d must not be negative", l.burst))
+		case l.burst > 0 && l.r != nil && l.r.PerSecond == 0:
+			add(c.errAt(l.key, "is set, but %s is off", strings.TrimPrefix(l.rateKey, "dhcp.")))
+		}
+	}
+	if d.RateLimitEntries < 1 || d.RateLimitEntries > 1<<24 {
+		add(c.errAt("dhcp.rate-limit-entries", "%d out of range 1..%d", d.RateLimitEntries, 1<<24))
 	}
 	if dns, err := parseAddrs(d.DNSServers); err != nil {
 		add(c.errAt("dhcp.dns-servers", "%v", err))

@@ -69,6 +69,11 @@ func TestErrorsNameFileLineAndKey(t *testing.T) {
 		{"syntax", `[dhcp]`, `[dhcp`, []string{"tandem.toml:4"}},
 		{"negative duration", `preferred-lifetime = "2h"`, `preferred-lifetime = "-1h"`, []string{"tandem.toml:13", "negative duration"}},
 		{"bad domain label", `dns-servers = ["2001:db8:1::53"]`, "dns-servers = [\"2001:db8:1::53\"]\ndomain-search = [\"" + strings.Repeat("a", 64) + ".example\"]", []string{"tandem.toml:7", "dhcp.domain-search", "63"}},
+		{"bad rate", `dns-servers = ["2001:db8:1::53"]`, "dns-servers = [\"2001:db8:1::53\"]\nclient-rate-limit = \"20/sec\"", []string{"tandem.toml:7", "dhcp.client-rate-limit", "bad rate", "20/s"}},
+		{"zero rate", `dns-servers = ["2001:db8:1::53"]`, "dns-servers = [\"2001:db8:1::53\"]\nrelay-rate-limit = \"0/s\"", []string{"tandem.toml:7", "dhcp.relay-rate-limit", "off"}},
+		{"burst without rate", `dns-servers = ["2001:db8:1::53"]`, "dns-servers = [\"2001:db8:1::53\"]\nrelay-burst = 100", []string{"tandem.toml:7", "dhcp.relay-burst", "relay-rate-limit is off"}},
+		{"negative burst", `dns-servers = ["2001:db8:1::53"]`, "dns-servers = [\"2001:db8:1::53\"]\nclient-burst = -1", []string{"tandem.toml:7", "dhcp.client-burst", "negative"}},
+		{"rate limit entries", `dns-servers = ["2001:db8:1::53"]`, "dns-servers = [\"2001:db8:1::53\"]\nrate-limit-entries = -5", []string{"tandem.toml:7", "dhcp.rate-limit-entries"}},
 		{"pd pool over a subnet", `{ prefix = "2001:db8:8000::/40", delegated-length = 56 }`, `{ prefix = "2001:db8::/32", delegated-length = 56 }`, []string{"subnet[0].pd-pools", "overlaps subnet[0] prefix"}},
 	}
 	for _, tc := range cases {
@@ -299,5 +304,39 @@ func TestFailoverErrorsNameFileLineAndKey(t *testing.T) {
 				t.Errorf("error is not a *config.Error: %T", err)
 			}
 		})
+	}
+}
+
+// TestRateLimits: the defaults limit clients (10/s, burst 50) and not
+// relays; rates are read per second, minute or hour; a relay burst
+// defaults to one second's worth.
+func TestRateLimits(t *testing.T) {
+	c, err := Parse("tandem.toml", []byte(good))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := c.DHCP
+	if d.ClientRateLimit.PerSecond != 10 || d.ClientBurst != 50 || d.RelayRateLimit.PerSecond != 0 || d.RelayBurst != 0 || d.RateLimitEntries != 65536 {
+		t.Fatalf("defaults: client %v burst %d, relay %v burst %d, entries %d", d.ClientRateLimit.PerSecond, d.ClientBurst,
+			d.RelayRateLimit.PerSecond, d.RelayBurst, d.RateLimitEntries)
+	}
+	doc := strings.Replace(good, `dns-servers = ["2001:db8:1::53"]`, `dns-servers = ["2001:db8:1::53"]
+client-rate-limit = "off"
+relay-rate-limit = "90000/m"`, 1)
+	if c, err = Parse("tandem.toml", []byte(doc)); err != nil {
+		t.Fatal(err)
+	}
+	d = c.DHCP
+	if d.ClientRateLimit.PerSecond != 0 || d.ClientBurst != 0 || d.RelayRateLimit.PerSecond != 1500 || d.RelayBurst != 1500 {
+		t.Fatalf("client %v burst %d, relay %v burst %d", d.ClientRateLimit.PerSecond, d.ClientBurst, d.RelayRateLimit.PerSecond, d.RelayBurst)
+	}
+	doc = strings.Replace(good, `dns-servers = ["2001:db8:1::53"]`, `dns-servers = ["2001:db8:1::53"]
+client-rate-limit = "0.5/s"
+client-burst = 3`, 1)
+	if c, err = Parse("tandem.toml", []byte(doc)); err != nil {
+		t.Fatal(err)
+	}
+	if d = c.DHCP; d.ClientRateLimit.PerSecond != 0.5 || d.ClientBurst != 3 {
+		t.Fatalf("client %v burst %d", d.ClientRateLimit.PerSecond, d.ClientBurst)
 	}
 }

@@ -434,8 +434,8 @@ func TestOpenDamagedSnapshot(t *testing.T) {
 				s.Close()
 				t.Fatalf("Open succeeded with a damaged newest snapshot")
 			}
-			if !errors.Is(err, fsm.ErrCorruptSnapshot) || !strings.Contains(err.Error(), path) {
-				t.Fatalf("Open: err = %v, want fsm.ErrCorruptSnapshot naming %s", err, path)
+			if !errors.Is(err, fsm.ErrCorruptSnapshot) || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "tandem snapshot restore") {
+				t.Fatalf("Open: err = %v, want fsm.ErrCorruptSnapshot naming %s and what to do", err, path)
 			}
 			// Put the good file back: the dir opens with the same state, so
 			// the failed Open changed nothing and released the dir.

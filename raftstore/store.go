@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -35,6 +36,12 @@ type Store struct {
 	snaps *raft.FileSnapshotStore
 	state *fsm.State
 	raft  *raft.Raft
+
+	// diskFull is set when a log write failed with ENOSPC and cleared by
+	// the next stored command. raft steps down after a failed write and
+	// elects itself again; Applies meanwhile fail with "not the leader",
+	// which this turns back into the disk-full error and its remedy.
+	diskFull atomic.Bool
 
 	closeOnce sync.Once
 	closeErr  error
@@ -182,6 +189,9 @@ func (s *Store) Apply(cmd *fsm.Command) (uint64, error) {
 	if err := f.Error(); err != nil {
 		return 0, s.storeErr(err)
 	}
+	if s.diskFull.Load() && s.diskFull.CompareAndSwap(true, false) {
+		s.log.Info("raft log writes again after a full disk")
+	}
 	if s.cfg.OnApply != nil {
 		s.cfg.OnApply(s.cfg.Clock.Now().Sub(start))
 	}
@@ -193,10 +203,15 @@ func (s *Store) Apply(cmd *fsm.Command) (uint64, error) {
 }
 
 func (s *Store) storeErr(err error) error {
+	diskFull := fmt.Errorf("%w: %w: free space on the disk holding %s; service resumes by itself", ErrNotStored, ErrDiskFull, s.cfg.DataDir)
 	switch {
 	case errors.Is(err, syscall.ENOSPC):
-		s.log.Error("raft log write failed: disk full", zap.Error(err))
-		return fmt.Errorf("%w: %w: free space on the disk holding %s; service resumes by itself", ErrNotStored, ErrDiskFull, s.cfg.DataDir)
+		if s.diskFull.CompareAndSwap(false, true) {
+			s.log.Error("raft log write failed: disk full: free space on the disk holding the data dir; service resumes by itself", zap.Error(err))
+		}
+		return diskFull
+	case (errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost)) && s.diskFull.Load():
+		return diskFull
 	case errors.Is(err, raft.ErrRaftShutdown):
 		return fmt.Errorf("%w: %w", ErrNotStored, ErrClosed)
 	}
@@ -467,15 +482,16 @@ func verifyNewestSnapshot(snaps *raft.FileSnapshotStore, first, last uint64, dat
 	}
 	m := metas[0]
 	path := filepath.Join(dataDir, snapDir, m.ID, "state.bin")
+	remedy := fmt.Sprintf("move the directory %s aside to start from the previous snapshot and the log, or restore a good snapshot with `tandem snapshot restore`",
+		filepath.Dir(path))
 	_, rc, err := snaps.Open(m.ID)
 	if err != nil {
-		return fmt.Errorf("%w: %s: %v", fsm.ErrCorruptSnapshot, path, err)
+		return fmt.Errorf("%w: %s: %v: %s", fsm.ErrCorruptSnapshot, path, err, remedy)
 	}
 	info := fsm.InspectSnapshot(rc)
 	rc.Close()
 	if info.Err != nil {
-		return fmt.Errorf("snapshot %s: %w: move the directory %s aside to start from the previous snapshot and the log, or restore a good snapshot with `tandem snapshot restore`",
-			path, info.Err, filepath.Dir(path))
+		return fmt.Errorf("snapshot %s: %w: %s", path, info.Err, remedy)
 	}
 	if first > m.Index+1 && last != 0 {
 		return fmt.Errorf("%w: the log starts at entry %d, after the newest snapshot's index %d: entries are missing; restore a snapshot with `tandem snapshot restore`",

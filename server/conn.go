@@ -117,6 +117,9 @@ func (s *Server) Serve(ctx context.Context) error {
 		if d, ok := netip.AddrFromSlice(cm.Dst); ok {
 			info.Dst = d
 		}
+		if !s.admit(buf[:n], info.Src.Addr()) {
+			continue // over a rate limit: counted (and logged) by admit
+		}
 		p := packet{b: append([]byte(nil), buf[:n]...), info: info, src: src}
 		select {
 		case queue <- p:

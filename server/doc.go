@@ -5,11 +5,18 @@
 // expiry and reclamation.
 //
 // It owns: one UDP socket on [::]:547 with per-packet interface and
-// destination information, a bounded worker pool, the choice of subnet
+// destination information, the per-client and per-relay rate limits (token
+// buckets in bounded LRU tables, checked on the reader goroutine before a
+// packet is queued, from its option headers only: ratelimit.go), a bounded
+// worker pool, the choice of subnet
 // (ingress interface or the innermost relay's link-address), the pools and
 // their allocators, and the rule that a Reply leaves only after the
 // transaction's binding changes are committed to the store (one log entry
-// per client transaction). For a failover partner it also counts and lists
+// per client transaction). A transaction the store refuses (a full disk)
+// gets no reply at all and counts in store-failed; the first refusal of an
+// outage is logged at Error with the store's remedy, the rest only counted,
+// and the first commit that succeeds again logs the recovery. An Advertise
+// commits nothing, so it still goes out during such an outage. For a failover partner it also counts and lists
 // the delegable prefixes of each PD pool (PrefixPools, PrefixCandidates:
 // bounded by the pool's records plus what is returned, never by its size),
 // and, when Policy.PartnerPool allows it, falls back to the partner's

@@ -35,6 +35,10 @@ var ErrDropped = errors.New("dropped")
 
 var errDrop = ErrDropped
 
+// ErrRateLimited marks a packet dropped by the client or relay rate limit
+// (counted in pkt6-limit-exceeded, not pkt6-receive-drop).
+var ErrRateLimited = fmt.Errorf("%w: rate limit exceeded", ErrDropped)
+
 type dropError struct{ reason string }
 
 func (e *dropError) Error() string { return "dropped: " + e.reason }
@@ -55,12 +59,16 @@ type request struct {
 }
 
 // Handle processes one received datagram and returns the reply datagram and
-// where to send it, or an error (ErrDropped: not answered on purpose;
-// anything else: malformed). It commits any binding change before returning
-// a reply. It is safe for concurrent use; Serve calls it for every packet,
-// tests and fuzzers call it directly.
+// where to send it, or an error (ErrDropped: not answered on purpose,
+// ErrRateLimited among them; anything else: malformed). It applies the rate
+// limits first and commits any binding change before returning a reply. It
+// is safe for concurrent use; Serve does the same for every packet (the
+// limits before the worker queue), tests and fuzzers call it directly.
 func (s *Server) Handle(b []byte, info PacketInfo) ([]byte, netip.AddrPort, error) {
 	s.metrics.inc(mPktReceived)
+	if !s.admit(b, info.Src.Addr()) {
+		return nil, netip.AddrPort{}, ErrRateLimited
+	}
 	return s.handle(b, info)
 }
 
@@ -709,16 +717,41 @@ func (s *Server) commit(req *request, build func() (ops []fsm.Op, done func())) 
 		}
 		switch {
 		case err == nil:
+			s.storeRecovered()
 			return nil
 		case errors.Is(err, fsm.ErrConflict) && attempt < maxTxnRetries:
 			s.metrics.inc(mTxnConflicts)
 			req.now = s.clock.Now()
-		default:
+		case errors.Is(err, fsm.ErrConflict):
 			s.metrics.inc(mStoreFailed)
-			s.log.Warn("lease change not stored: no reply", zap.String("msg", req.msg.MessageType.String()),
+			s.log.Warn("lease change lost every retry to concurrent changes: no reply", zap.String("msg", req.msg.MessageType.String()),
 				zap.String("client-duid", fmt.Sprintf("%x", req.duid)), zap.Error(err))
 			return fmt.Errorf("commit: %w", err)
+		default:
+			s.storeFailed(req, err)
+			return fmt.Errorf("commit: %w", err)
 		}
+	}
+}
+
+// storeFailed counts a transaction the store refused. The first failure of
+// an outage is logged at Error with the store's error, which says what to do
+// (raftstore: "free space on the disk holding DIR"); the rest are only
+// counted in store-failed until a commit succeeds (storeRecovered), so a
+// full disk under load writes one line, not one per client.
+func (s *Server) storeFailed(req *request, err error) {
+	n := s.metrics.c[mStoreFailed].Add(1)
+	if s.storeDownSince.CompareAndSwap(0, n) {
+		s.log.Error("lease store refuses changes: clients get no Reply until it takes them again; further failures are counted in store-failed, not logged",
+			zap.String("msg", req.msg.MessageType.String()), zap.String("client-duid", fmt.Sprintf("%x", req.duid)), zap.Error(err))
+	}
+}
+
+// storeRecovered ends an outage begun by storeFailed, logging how many
+// transactions it cost.
+func (s *Server) storeRecovered() {
+	if since := s.storeDownSince.Load(); since != 0 && s.storeDownSince.CompareAndSwap(since, 0) {
+		s.log.Info("lease store takes changes again", zap.Uint64("transactions-not-stored", s.metrics.get(mStoreFailed)-since+1))
 	}
 }
 

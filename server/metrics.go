@@ -12,6 +12,7 @@ const (
 	mParseFailed
 	mReceiveDrop
 	mQueueFull
+	mLimitExceeded
 	mSolicit
 	mRequest
 	mRenew
@@ -38,6 +39,7 @@ var counterNames = [numCounters]string{
 	mParseFailed:   "pkt6-parse-failed",
 	mReceiveDrop:   "pkt6-receive-drop",
 	mQueueFull:     "pkt6-queue-full",
+	mLimitExceeded: "pkt6-limit-exceeded",
 	mSolicit:       "pkt6-solicit-received",
 	mRequest:       "pkt6-request-received",
 	mRenew:         "pkt6-renew-received",
@@ -65,6 +67,7 @@ var counterHelp = [numCounters]string{
 	mParseFailed:   "packets dropped because they did not parse",
 	mReceiveDrop:   "packets dropped unanswered (not on a served interface, not for this server, or not served in the failover state)",
 	mQueueFull:     "packets dropped because the worker queue was full",
+	mLimitExceeded: "packets dropped because their client or relay exceeded its rate limit",
 	mSolicit:       "Solicit messages received",
 	mRequest:       "Request messages received",
 	mRenew:         "Renew messages received",

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv6"
@@ -67,6 +68,15 @@ type Config struct {
 	ExpiredHoldTime time.Duration // default 1h
 	ReclaimInterval time.Duration // default 10s
 
+	// ClientRate limits each client (by Client ID DUID; by address for a
+	// message without one) and RelayRate each relay (by the UDP source of
+	// Relay-Forw messages); the zero Rate is no limit. RateLimitEntries
+	// caps the sources each limiter tracks (default 65536; see rateLimiter
+	// for what happens when it is full).
+	ClientRate       Rate
+	RelayRate        Rate
+	RateLimitEntries int
+
 	// Policy decides responsiveness and allocation; default Standalone.
 	Policy Policy
 	Clock  clock.Clock
@@ -91,6 +101,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.ReclaimInterval == 0 {
 		c.ReclaimInterval = 10 * time.Second
+	}
+	if c.RateLimitEntries == 0 {
+		c.RateLimitEntries = 65536
 	}
 	if c.Policy == nil {
 		c.Policy = Standalone{Hold: c.ExpiredHoldTime}
@@ -117,6 +130,17 @@ func (c *Config) Validate() error {
 		if sn.ValidLifetime < time.Second || sn.PreferredLifetime > sn.ValidLifetime {
 			errs = append(errs, fmt.Errorf("subnet %v: bad lifetimes", sn.Prefix))
 		}
+	}
+	for _, r := range []struct {
+		name string
+		r    Rate
+	}{{"client rate", c.ClientRate}, {"relay rate", c.RelayRate}} {
+		if r.r.PerSecond < 0 || r.r.Burst < 0 || (r.r.Enabled() && r.r.Burst < 1) {
+			errs = append(errs, fmt.Errorf("%s %v: the rate must not be negative and an enabled limit needs a burst of at least 1", r.name, r.r))
+		}
+	}
+	if c.RateLimitEntries < 1 {
+		errs = append(errs, errors.New("rate limit entries must be positive"))
 	}
 	if c.Workers < 1 || c.QueueSize < 1 {
 		errs = append(errs, errors.New("workers and queue size must be positive"))
@@ -146,6 +170,11 @@ type Server struct {
 	metrics      *Metrics
 	// stopObserving ends the pool observer's subscription (Close).
 	stopObserving func()
+	// clientLimit and relayLimit are nil when off (admit).
+	clientLimit, relayLimit *rateLimiter
+	// storeDownSince is the store-failed count at the first failure of a
+	// store outage, 0 when the store takes changes (storeFailed).
+	storeDownSince atomic.Uint64
 	// clientLocks serialise each client's transactions (see commit).
 	clientLocks [clientLockStripes]sync.Mutex
 }
@@ -159,6 +188,8 @@ func New(cfg Config, store Store) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, store: store, state: store.State(), policy: cfg.Policy, clock: cfg.Clock,
 		log: cfg.Logger, subnetByIf: map[string]*subnet{}, metrics: newMetrics()}
+	s.clientLimit = newRateLimiter("client", cfg.ClientRate, cfg.RateLimitEntries)
+	s.relayLimit = newRateLimiter("relay", cfg.RelayRate, cfg.RateLimitEntries)
 	if len(cfg.DomainSearch) > 0 {
 		s.domainSearch = &rfc1035label.Labels{Labels: cfg.DomainSearch}
 	}

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -53,12 +54,41 @@ type opDaemon struct {
 	dhcp                        netip.AddrPort
 	serverCA, token, wrongToken string
 	admin, foreign              testpki.Pair
-	stderr                      *bytes.Buffer // the daemon's
+	stderr                      *lockedBuffer
+}
+
+// lockedBuffer is a bytes.Buffer the daemon's stderr is copied into while
+// the test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 func startOpDaemon(t *testing.T) *opDaemon {
 	t.Helper()
+	return startOpDaemonIn(t, "")
+}
+
+// startOpDaemonIn starts the daemon with its data dir in dataDir ("": a
+// temp dir).
+func startOpDaemonIn(t *testing.T, dataDir string) *opDaemon {
+	t.Helper()
 	dir := t.TempDir()
+	if dataDir == "" {
+		dataDir = filepath.Join(dir, "data")
+	}
 	srvCA, adminCA, otherCA := testpki.NewCA(t, "server"), testpki.NewCA(t, "admins"), testpki.NewCA(t, "other")
 	srvCert := srvCA.Issue(t, "tandem", "127.0.0.1")
 	d := &opDaemon{socket: filepath.Join(dir, "s.sock"), serverCA: srvCA.CertFile, admin: adminCA.Issue(t, "alice"),
@@ -90,7 +120,7 @@ tls-cert = %q
 tls-key = %q
 tls-client-ca = %q
 token-file = %q
-`, filepath.Join(dir, "data"), d.socket, udp, mport, cport, srvCert.CertFile, srvCert.KeyFile, adminCA.CertFile, d.token)
+`, dataDir, d.socket, udp, mport, cport, srvCert.CertFile, srvCert.KeyFile, adminCA.CertFile, d.token)
 	p := filepath.Join(dir, "tandem.toml")
 	if err := os.WriteFile(p, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
@@ -160,33 +190,42 @@ next:
 // subnet's link and returns the inner message of the Relay-Reply.
 func (d *opDaemon) exchange(t *testing.T, msg *dhcpv6.Message) *dhcpv6.Message {
 	t.Helper()
+	r, err := d.tryExchange(msg, 10*time.Second)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, d.stderr)
+	}
+	return r
+}
+
+// tryExchange is exchange returning an error, such as no answer within timeout.
+func (d *opDaemon) tryExchange(msg *dhcpv6.Message, timeout time.Duration) (*dhcpv6.Message, error) {
 	fw, err := dhcpv6.EncapsulateRelay(msg, dhcpv6.MessageTypeRelayForward, net.ParseIP("2001:db8:1::1"), net.ParseIP("fe80::1"))
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	c, err := net.DialUDP("udp6", nil, net.UDPAddrFromAddrPort(d.dhcp))
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	defer c.Close()
 	if _, err := c.Write(fw.ToBytes()); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	c.SetReadDeadline(time.Now().Add(timeout))
 	buf := make([]byte, 4096)
 	n, err := c.Read(buf)
 	if err != nil {
-		t.Fatalf("no answer from the daemon: %v\n%s", err, d.stderr)
+		return nil, fmt.Errorf("no answer from the daemon: %w", err)
 	}
 	pkt, err := dhcpv6.FromBytes(buf[:n])
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	inner, err := pkt.(*dhcpv6.RelayMessage).GetInnerMessage()
-	if err != nil {
-		t.Fatal(err)
+	rm, ok := pkt.(*dhcpv6.RelayMessage)
+	if !ok {
+		return nil, fmt.Errorf("answer is a %v, want a Relay-Reply", pkt.Type())
 	}
-	return inner
+	return rm.GetInnerMessage()
 }
 
 // TestMetricsEndpoint scrapes a running daemon: every server counter, the

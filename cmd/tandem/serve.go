@@ -292,6 +292,9 @@ func serverConfig(cfg *config.Config, log *zap.Logger) server.Config {
 		Workers: cfg.DHCP.Workers, QueueSize: cfg.DHCP.QueueSize,
 		DeclineHoldTime: cfg.DHCP.DeclineHoldTime.Duration, ExpiredHoldTime: cfg.DHCP.ExpiredHoldTime.Duration,
 		ReclaimInterval: cfg.DHCP.ReclaimInterval.Duration, Logger: log,
+		ClientRate:       server.Rate{PerSecond: cfg.DHCP.ClientRateLimit.PerSecond, Burst: cfg.DHCP.ClientBurst},
+		RelayRate:        server.Rate{PerSecond: cfg.DHCP.RelayRateLimit.PerSecond, Burst: cfg.DHCP.RelayBurst},
+		RateLimitEntries: cfg.DHCP.RateLimitEntries,
 	}
 	sc.DNSServers = cfg.DHCP.ParsedDNS
 	for _, s := range cfg.Subnets {

@@ -59,14 +59,14 @@ mclt = "10m"
 type daemonProc struct {
 	cmd    *exec.Cmd
 	sock   string
-	stderr *bytes.Buffer
+	stderr *lockedBuffer
 	done   chan error
 }
 
 // startDaemon runs `tandem serve` and waits until its control socket answers.
 func startDaemon(t *testing.T, cfgPath, sock string) *daemonProc {
 	t.Helper()
-	d := &daemonProc{cmd: exec.Command(binPath, "serve", "--config", cfgPath), sock: sock, stderr: &bytes.Buffer{}, done: make(chan error, 1)}
+	d := &daemonProc{cmd: exec.Command(binPath, "serve", "--config", cfgPath), sock: sock, stderr: &lockedBuffer{}, done: make(chan error, 1)}
 	d.cmd.Env, d.cmd.Stderr = cleanEnv(), d.stderr
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)
