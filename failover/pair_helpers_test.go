@@ -117,7 +117,8 @@ type pairEnv struct {
 }
 
 func newPairEnv(t testing.TB) *pairEnv {
-	p := &pairEnv{t: t, net: memnet.New(), clk: clock.NewFake(t0)}
+	clk := clock.NewFake(t0)
+	p := &pairEnv{t: t, net: memnet.NewWithClock(clk), clk: clk}
 	p.pri = p.newNode(link.Primary)
 	p.sec = p.newNode(link.Secondary)
 	t.Cleanup(func() {

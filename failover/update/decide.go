@@ -135,7 +135,8 @@ func SameClient(local *fsm.Binding, rec *Record) bool {
 // the receiver's clock. Times within ±Skew seconds are the same time
 // (§7.5.1), so "later" means later by more than Skew seconds, in every rule:
 //
-//   - accept: ReceivedTime(rec) later than LocalTime(local);
+//   - accept: ReceivedTime(rec) later than LocalTime(local); the same
+//     time is broken by tieBreak (ACTIVE wins, else the primary's);
 //   - time(1): now later than local.StateExpirationTime (a local lease
 //     without one never runs out: reject);
 //   - time(2): the received OPTION_CLT_TIME present and later than
@@ -173,8 +174,39 @@ func Decide(local *fsm.Binding, rec *Record, role Role, now time.Time) Verdict {
 		}
 		return refuse(rule, wire.StatusAddressInUse, "leased here to another client since %d", local.StartTimeOfState)
 	}
-	if CompareTimes(rt, lt) > 0 {
+	switch CompareTimes(rt, lt) {
+	case 1:
 		return accept(rule, "received time %d later than local %d", rt, lt)
+	case 0:
+		return tieBreak(rule, local, rec, role, rt, lt)
 	}
-	return refuse(rule, wire.StatusOutdatedBindingInformation, "received time %d not later than local %d (±%d s)", rt, lt, Skew)
+	return refuse(rule, wire.StatusOutdatedBindingInformation, "received time %d earlier than local %d (±%d s)", rt, lt, Skew)
+}
+
+// tieBreak decides an "accept" cell whose two times are essentially the
+// same (within ±Skew). Figure 4 defines "accept" as "later than", so a
+// plain reading rejects on both sides: two partners that each owe the
+// other an update of one lease with times that close (a Release in the
+// second after the grant the partner has not acknowledged yet, crossing
+// with the partner's copy) reject each other's update forever, each
+// resending at every periodic scan, and never reach agreement (§7.5.4
+// wants "the server with the most recent binding information" to win,
+// but here neither is clearly more recent). The tie is broken the same way
+// on both sides, so exactly one update is accepted:
+//
+//   - ACTIVE against anything else: ACTIVE wins (a client may hold the
+//     lease; keeping it bound until it runs out never gives an address to
+//     two clients, freeing it might);
+//   - otherwise the primary's information wins: the secondary accepts,
+//     the primary rejects (as accept(3) does for two clients).
+func tieBreak(rule Rule, local *fsm.Binding, rec *Record, role Role, rt, lt int64) Verdict {
+	switch {
+	case rec.Status == fsm.StatusActive:
+		return accept(rule, "received ACTIVE at %d, local %v at %d: the same time, ACTIVE wins", rt, local.Status, lt)
+	case local.Status == fsm.StatusActive:
+		return refuse(rule, wire.StatusOutdatedBindingInformation, "received %v at %d, local ACTIVE at %d: the same time (±%d s), ACTIVE wins", rec.Status, rt, lt, Skew)
+	case role == Secondary:
+		return accept(rule, "received time %d, local %d: the same time, the primary's information wins", rt, lt)
+	}
+	return refuse(rule, wire.StatusOutdatedBindingInformation, "received time %d, local %d: the same time (±%d s), the primary's information wins", rt, lt, Skew)
 }

@@ -129,6 +129,16 @@ func TestDecideMatrix(t *testing.T) {
 									switch cell {
 									case "accept":
 										wantAccept = later
+										if d >= -5 && d <= 5 { // the same time: tieBreak
+											switch {
+											case rs == fsm.StatusActive:
+												wantAccept = true
+											case ls == fsm.StatusActive:
+												wantAccept = false
+											default:
+												wantAccept = role == Secondary
+											}
+										}
 									case "time(1)":
 										wantAccept = time1
 									case "time(2)":
@@ -191,6 +201,9 @@ func TestDecideExamples(t *testing.T) {
 		{"no local binding", nil, rec(fsm.StatusActive, duidA, 1, n, n), Primary, true, 0},
 		{"release after our renewal", ptr(act(duidA, 1, n-600, n-3600, n+3000)), rec(fsm.StatusReleased, duidA, 1, n-10, n-10), Primary, true, 0},
 		{"release 4 s after our renewal is the same time", ptr(act(duidA, 1, n-14, n-3600, n+3000)), rec(fsm.StatusReleased, duidA, 1, n-10, n-10), Primary, false, wire.StatusOutdatedBindingInformation},
+		{"ACTIVE received at the same time as our RELEASED: ACTIVE wins", ptr(fsm.Binding{Resource: na("2001:db8::1"), Status: fsm.StatusReleased, DUID: duidA, IAID: 1, CLTT: n, StartTimeOfState: n}), rec(fsm.StatusActive, duidA, 1, 0, n), Primary, true, 0},
+		{"RELEASED received at the same time as our EXPIRED, on the primary: ours wins", ptr(fsm.Binding{Resource: na("2001:db8::1"), Status: fsm.StatusExpired, StartTimeOfState: n - 2}), rec(fsm.StatusReleased, duidA, 1, n, n), Primary, false, wire.StatusOutdatedBindingInformation},
+		{"RELEASED received at the same time as our EXPIRED, on the secondary: the primary's wins", ptr(fsm.Binding{Resource: na("2001:db8::1"), Status: fsm.StatusExpired, StartTimeOfState: n - 2}), rec(fsm.StatusReleased, duidA, 1, n, n), Secondary, true, 0},
 		{"expired while ours runs", ptr(act(duidA, 1, n-600, n-3600, n+3000)), rec(fsm.StatusExpired, duidA, 1, 0, n), Primary, false, wire.StatusOutdatedBindingInformation},
 		{"expired after ours ran out", ptr(act(duidA, 1, n-7200, n-7200, n-60)), rec(fsm.StatusExpired, duidA, 1, 0, n-60), Primary, true, 0},
 		{"secondary takes back a prefix it delegated: rejected", ptr(act(duidA, 1, n, n, n+3600)), &Record{Binding: fsm.Binding{Resource: na("2001:db8::1"), Status: fsm.StatusFree, StartTimeOfState: n}, Lone: true}, Secondary, false, wire.StatusOutdatedBindingInformation},

@@ -3,7 +3,9 @@
 // TCP (ordered, reliable, buffered, closable from either side, deadlines)
 // and fault hooks to cut a link (both ends see the connection die), black-hole
 // it (bytes written vanish, nobody is told: only a keepalive notices), refuse
-// new connections (partition), and heal it.
+// new connections (partition), delay it (bytes arrive, in order, only once a
+// time has passed on the network's clock, which may be a clock.Fake), and
+// heal it.
 //
 // It is test support: production code sees only net.Conn and net.Listener.
 package memnet
@@ -17,6 +19,8 @@ import (
 	"os"
 	"sync"
 	"time"
+
+	"github.com/tandem-dhcp/tandem/internal/clock"
 )
 
 // ErrRefused is returned by Dial when nothing listens or the link is partitioned.
@@ -29,12 +33,17 @@ type Network struct {
 	conns     map[*Conn]struct{}
 	parted    map[[2]string]bool // unordered pair -> no new connections
 	holed     map[[2]string]bool // unordered pair -> writes vanish
+	delays    map[[2]string]time.Duration
+	clock     clock.Clock // when delayed bytes arrive
 }
 
-// New returns an empty network.
-func New() *Network {
+// New returns an empty network on the real clock.
+func New() *Network { return NewWithClock(clock.Real{}) }
+
+// NewWithClock returns an empty network whose delays (Delay) run on clk.
+func NewWithClock(clk clock.Clock) *Network {
 	return &Network{listeners: map[string]*Listener{}, conns: map[*Conn]struct{}{},
-		parted: map[[2]string]bool{}, holed: map[[2]string]bool{}}
+		parted: map[[2]string]bool{}, holed: map[[2]string]bool{}, delays: map[[2]string]time.Duration{}, clock: clk}
 }
 
 func pair(a, b string) [2]string {
@@ -115,18 +124,58 @@ func (n *Network) BlackHole(a, b string) {
 	n.mu.Unlock()
 }
 
-// Heal removes partitions and black holes between a and b.
+// Delay makes bytes written between a and b, on existing and new
+// connections, readable only d after they were written (on the network's
+// clock), until Heal or Delay(a, b, 0). The stream stays ordered: bytes
+// never overtake bytes written before them, even when the delay shrinks.
+func (n *Network) Delay(a, b string, d time.Duration) {
+	n.mu.Lock()
+	if d > 0 {
+		n.delays[pair(a, b)] = d
+	} else {
+		delete(n.delays, pair(a, b))
+	}
+	n.mu.Unlock()
+}
+
+// Heal removes partitions, black holes and delays between a and b (bytes
+// already delayed still arrive at their time).
 func (n *Network) Heal(a, b string) {
 	n.mu.Lock()
 	delete(n.parted, pair(a, b))
 	delete(n.holed, pair(a, b))
+	delete(n.delays, pair(a, b))
 	n.mu.Unlock()
 }
 
-func (n *Network) holedPair(a, b string) bool {
+// faults returns whether writes between a and b vanish, and their delay.
+func (n *Network) faults(a, b string) (holed bool, delay time.Duration) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return n.holed[pair(a, b)]
+	return n.holed[pair(a, b)], n.delays[pair(a, b)]
+}
+
+// Buffered returns the bytes written on open connections and not yet read:
+// ready (readable now) and delayed (waiting for their time).
+func (n *Network) Buffered() (ready, delayed int) {
+	n.mu.Lock()
+	conns := make([]*Conn, 0, len(n.conns))
+	for c := range n.conns {
+		conns = append(conns, c)
+	}
+	n.mu.Unlock()
+	now := n.clock.Now()
+	for _, c := range conns {
+		b := c.in
+		b.mu.Lock()
+		b.mature(now)
+		ready += len(b.data)
+		for _, ch := range b.later {
+			delayed += len(ch.data)
+		}
+		b.mu.Unlock()
+	}
+	return ready, delayed
 }
 
 func (n *Network) forget(c *Conn) {
@@ -182,8 +231,24 @@ type buffer struct {
 	mu     sync.Mutex
 	cond   *sync.Cond
 	data   []byte
-	closed bool  // writer closed: reader gets EOF after data
-	err    error // connection failed: reader gets err at once
+	later  []chunk // delayed bytes, in write order, not yet readable
+	closed bool    // writer closed: reader gets EOF after data and later
+	err    error   // connection failed: reader gets err at once
+}
+
+// chunk is one delayed write.
+type chunk struct {
+	at   time.Time
+	data []byte
+}
+
+// mature moves the delayed chunks whose time has come to data. b.mu held.
+func (b *buffer) mature(now time.Time) {
+	i := 0
+	for ; i < len(b.later) && !now.Before(b.later[i].at); i++ {
+		b.data = append(b.data, b.later[i].data...)
+	}
+	b.later = b.later[i:]
 }
 
 func newBuffer() *buffer {
@@ -222,12 +287,13 @@ func (c *Conn) Read(p []byte) (int, error) {
 		if b.err != nil {
 			return 0, b.err
 		}
+		b.mature(c.n.clock.Now())
 		if len(b.data) > 0 {
 			n := copy(p, b.data)
 			b.data = b.data[n:]
 			return n, nil
 		}
-		if b.closed {
+		if b.closed && len(b.later) == 0 {
 			return 0, io.EOF
 		}
 		c.dmu.Lock()
@@ -240,7 +306,8 @@ func (c *Conn) Read(p []byte) (int, error) {
 	}
 }
 
-// Write hands p to the peer (or drops it inside a black hole).
+// Write hands p to the peer (or drops it inside a black hole, or holds it
+// back for the link's delay).
 func (c *Conn) Write(p []byte) (int, error) {
 	c.dmu.Lock()
 	dl := c.writeDeadline
@@ -257,7 +324,22 @@ func (c *Conn) Write(p []byte) (int, error) {
 	if b.closed {
 		return 0, net.ErrClosed
 	}
-	if c.n.holedPair(c.local, c.remote) {
+	holed, delay := c.n.faults(c.local, c.remote)
+	if holed {
+		return len(p), nil
+	}
+	if delay > 0 || len(b.later) > 0 {
+		now := c.n.clock.Now()
+		at := now.Add(delay)
+		if k := len(b.later); k > 0 && at.Before(b.later[k-1].at) {
+			at = b.later[k-1].at // never overtake earlier bytes
+		}
+		b.later = append(b.later, chunk{at: at, data: append([]byte(nil), p...)})
+		c.n.clock.AfterFunc(at.Sub(now), func() {
+			b.mu.Lock()
+			b.cond.Broadcast()
+			b.mu.Unlock()
+		})
 		return len(p), nil
 	}
 	b.data = append(b.data, p...)
