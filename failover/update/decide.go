@@ -135,7 +135,9 @@ func SameClient(local *fsm.Binding, rec *Record) bool {
 // the receiver's clock. Times within ±Skew seconds are the same time
 // (§7.5.1), so "later" means later by more than Skew seconds, in every rule:
 //
-//   - accept: ReceivedTime(rec) later than LocalTime(local);
+//   - accept: ReceivedTime(rec) later than LocalTime(local); when the two
+//     are essentially the same, tie breaks the tie so that exactly one of
+//     the two servers accepts the other's binding;
 //   - time(1): now later than local.StateExpirationTime (a local lease
 //     without one never runs out: reject);
 //   - time(2): the received OPTION_CLT_TIME present and later than
@@ -173,8 +175,58 @@ func Decide(local *fsm.Binding, rec *Record, role Role, now time.Time) Verdict {
 		}
 		return refuse(rule, wire.StatusAddressInUse, "leased here to another client since %d", local.StartTimeOfState)
 	}
-	if CompareTimes(rt, lt) > 0 {
+	switch CompareTimes(rt, lt) {
+	case 1:
 		return accept(rule, "received time %d later than local %d", rt, lt)
+	case -1:
+		return refuse(rule, wire.StatusOutdatedBindingInformation, "received time %d earlier than local %d", rt, lt)
 	}
-	return refuse(rule, wire.StatusOutdatedBindingInformation, "received time %d not later than local %d (±%d s)", rt, lt, Skew)
+	return tie(local, rec, rt, lt, role)
+}
+
+// tie decides an "accept" cell whose two times are essentially the same
+// (within ±Skew, RFC 8156 §7.5.1). The RFC's rule alone ("accept if later,
+// else reject") makes both servers reject each other's update: each keeps
+// its own, owes it, and resends it at every scan, forever (a chaos run
+// found pairs stuck in NORMAL with updates owed on both sides). §7.5.4 asks
+// that "ultimately, the server with the most recent binding information
+// should have its update accepted", so a tie is broken such that exactly
+// one of the two servers accepts the other's binding:
+//
+//  1. a lease bound to a client wins over one that is not (received ACTIVE
+//     over a local EXPIRED, RELEASED or free binding: accept; a local
+//     ACTIVE over a received RELEASED: reject). Within the skew the order
+//     is unknowable, and keeping the lease bound can only waste it until
+//     it runs out, while freeing it could give it to a second client;
+//  2. otherwise the raw times decide (later wins);
+//  3. equal times: the primary's binding wins (the secondary accepts), as
+//     accept(3) decides between two clients.
+//
+// ACTIVE against RESET or ABANDONED goes by 2 and 3 (the RESET side
+// decides by time(2), which has no tie-break).
+func tie(local *fsm.Binding, rec *Record, rt, lt int64, role Role) Verdict {
+	const why = "times %d and %d essentially the same (±%d s): %s"
+	switch {
+	case rec.Status == fsm.StatusActive && unbound(local.Status):
+		return accept(RuleAccept, why, rt, lt, Skew, "the bound lease wins")
+	case local.Status == fsm.StatusActive && unbound(rec.Status):
+		return refuse(RuleAccept, wire.StatusOutdatedBindingInformation, why, rt, lt, Skew, "the local bound lease wins")
+	case rt > lt:
+		return accept(RuleAccept, why, rt, lt, Skew, "the received one is later")
+	case rt < lt:
+		return refuse(RuleAccept, wire.StatusOutdatedBindingInformation, why, rt, lt, Skew, "the local one is later")
+	case role == Secondary:
+		return accept(RuleAccept, why, rt, lt, Skew, "equal: the primary's binding wins")
+	}
+	return refuse(RuleAccept, wire.StatusOutdatedBindingInformation, why, rt, lt, Skew, "equal: the primary's binding wins")
+}
+
+// unbound reports whether a lease in status s is bound to no client and not
+// withheld by an operator or a Decline: EXPIRED, RELEASED, or free.
+func unbound(s fsm.Status) bool {
+	switch s {
+	case fsm.StatusExpired, fsm.StatusReleased, fsm.StatusFree, fsm.StatusFreeBackup, fsm.StatusPendingFree:
+		return true
+	}
+	return false
 }

@@ -129,6 +129,20 @@ func TestDecideMatrix(t *testing.T) {
 									switch cell {
 									case "accept":
 										wantAccept = later
+										if d >= -5 && d <= 5 { // the tie-break
+											free := func(s fsm.Status) bool {
+												return s == fsm.StatusExpired || s == fsm.StatusReleased || s == fsm.StatusFree ||
+													s == fsm.StatusFreeBackup || s == fsm.StatusPendingFree
+											}
+											switch {
+											case rs == fsm.StatusActive && free(ls):
+												wantAccept = true
+											case ls == fsm.StatusActive && free(rs):
+												wantAccept = false
+											default:
+												wantAccept = d > 0 || d == 0 && role == Secondary
+											}
+										}
 									case "time(1)":
 										wantAccept = time1
 									case "time(2)":
@@ -213,3 +227,50 @@ func TestDecideExamples(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// TestDecideConvergesOnTies: two servers hold different bindings for one
+// lease whose compared times are within ±5 s of each other, and each sends
+// its own to the other. Exactly one must accept, or both keep owing their
+// update and resend it forever (RFC 8156 §7.5.4: "ultimately, the server
+// with the most recent binding information should have its update
+// accepted"). The first cases are the ones scripts/chaos found stuck.
+func TestDecideConvergesOnTies(t *testing.T) {
+	n := t0.Unix()
+	b := func(s fsm.Status, duid string, cltt, stos int64) fsm.Binding {
+		x := fsm.Binding{Resource: na("2001:db8::1"), Status: s, DUID: duid, IAID: 1, CLTT: cltt, StartTimeOfState: stos}
+		if s == fsm.StatusActive {
+			x.StateExpirationTime = n + 3600
+		}
+		return x
+	}
+	for _, c := range []struct {
+		name     string
+		pri, sec fsm.Binding
+		winner   string // whose binding both end with
+	}{
+		// The primary released a lease 5 s after granting it; the secondary
+		// knows only the grant (start-time-of-state, no CLTT of its own).
+		{"released 5 s after the grant", b(fsm.StatusReleased, duidA, n, n), b(fsm.StatusActive, duidA, 0, n-5), "secondary"},
+		// The primary gave a released address to another client 4 s after
+		// the secondary learnt of the release.
+		{"given again 4 s after the release", b(fsm.StatusActive, duidB, n, n), b(fsm.StatusReleased, duidA, 0, n-4), "primary"},
+		{"expired vs released 4 s apart", b(fsm.StatusExpired, duidB, n, n+10), b(fsm.StatusReleased, duidA, 0, n-4), "primary"},
+		{"both expired, same CLTT", b(fsm.StatusExpired, duidA, n, n+10), b(fsm.StatusExpired, duidA, n, n+10), "primary"},
+		{"secondary's expiry 3 s later", b(fsm.StatusExpired, duidA, n, n), b(fsm.StatusExpired, duidA, n+3, n+3), "secondary"},
+		{"both released, equal", b(fsm.StatusReleased, duidA, n, n), b(fsm.StatusReleased, duidB, n, n), "primary"},
+		{"abandoned vs active, 2 s later", b(fsm.StatusAbandoned, "", 0, n+2), b(fsm.StatusActive, duidA, n, n), "primary"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			recOf := func(x fsm.Binding) *Record { return &Record{Binding: x} }
+			priTakes := Decide(&c.pri, recOf(c.sec), Primary, t0) // the primary receives the secondary's
+			secTakes := Decide(&c.sec, recOf(c.pri), Secondary, t0)
+			if priTakes.Accept == secTakes.Accept {
+				t.Fatalf("primary accepts=%v (%s), secondary accepts=%v (%s): want exactly one",
+					priTakes.Accept, priTakes.Reason, secTakes.Accept, secTakes.Reason)
+			}
+			if got := map[bool]string{true: "secondary", false: "primary"}[priTakes.Accept]; got != c.winner {
+				t.Fatalf("the %s's binding won (%s / %s), want the %s's", got, priTakes.Reason, secTakes.Reason, c.winner)
+			}
+		})
+	}
+}
