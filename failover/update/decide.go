@@ -93,11 +93,29 @@ func ReceivedTime(rec *Record) int64 {
 }
 
 // LocalTime returns the time of a local binding that RFC 8156 §7.5.4
-// compares: the client-last-transaction-time if there is one, else the
-// start-time-of-state.
+// compares: the client-last-transaction-time if there is one; else, for
+// ACTIVE, EXPIRED and RELEASED, the partner-raw-clt-time (the client's last
+// transaction as the partner reported it); else the start-time-of-state.
+//
+// The partner-raw-clt-time step is ours (docs/failover.md item 87): §7.5.4
+// goes straight to the start-time-of-state, which for a lease this server
+// only learnt from its partner and then expired itself is the time of its
+// own expiry sweep. A renewal the partner granted alone during an outage
+// (before that sweep) then looks older and is rejected, and the partner
+// rejects our EXPIRED by time(1): both owe their update until the renewed
+// lease runs out, and this server never learns of the renewal (a chaos run
+// found dozens after an 8 s outage). The received time for these statuses
+// is the sender's client transaction time too, so the two now compare like
+// with like.
 func LocalTime(b *fsm.Binding) int64 {
 	if b.CLTT != 0 {
 		return b.CLTT
+	}
+	switch b.Status {
+	case fsm.StatusActive, fsm.StatusExpired, fsm.StatusReleased:
+		if b.PartnerRawCLTT != 0 {
+			return b.PartnerRawCLTT
+		}
 	}
 	return b.StartTimeOfState
 }

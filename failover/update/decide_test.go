@@ -258,6 +258,16 @@ func TestDecideConvergesOnTies(t *testing.T) {
 		{"both expired, same CLTT", b(fsm.StatusExpired, duidA, n, n+10), b(fsm.StatusExpired, duidA, n, n+10), "primary"},
 		{"secondary's expiry 3 s later", b(fsm.StatusExpired, duidA, n, n), b(fsm.StatusExpired, duidA, n+3, n+3), "secondary"},
 		{"both released, equal", b(fsm.StatusReleased, duidA, n, n), b(fsm.StatusReleased, duidB, n, n), "primary"},
+		// The secondary learnt a 10 s lease (client transaction at n) and
+		// expired it itself at n+20 while the link was down; the primary had
+		// renewed it alone at n+8 until n+3600. Without the partner's
+		// transaction time the secondary compares its sweep (n+20) and
+		// rejects, while the primary rejects the EXPIRED by time(1).
+		{"renewed alone, expired by the partner's sweep", b(fsm.StatusActive, duidA, n+8, n), func() fsm.Binding {
+			x := b(fsm.StatusExpired, duidA, 0, n+20)
+			x.PartnerRawCLTT = n
+			return x
+		}(), "primary"},
 		{"abandoned vs active, 2 s later", b(fsm.StatusAbandoned, "", 0, n+2), b(fsm.StatusActive, duidA, n, n), "primary"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
