@@ -36,6 +36,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"sort"
 	"strings"
 	"sync"
@@ -117,7 +118,15 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	code := runChaos(ctx, tp, o)
+	code := 2
+	func() {
+		defer func() { // a bug here must not leave namespaces behind
+			if r := recover(); r != nil {
+				logf("chaos: panic: %v\n%s", r, debug.Stack())
+			}
+		}()
+		code = runChaos(ctx, tp, o)
+	}()
 	for _, n := range tp.down() {
 		logf("removed namespace %s", n)
 	}
@@ -279,7 +288,7 @@ func runChaos(ctx context.Context, tp *topo, o options) int {
 			tp.srv[f.victim].kill()
 			heal = append(heal, linkUp, restart(tp.srv[f.victim]))
 		}
-		if f.swap {
+		if f.swap && len(heal) == 2 {
 			heal[0], heal[1] = heal[1], heal[0]
 		}
 		logf("round %d: %s, held %v, %d grants so far", r+1, f.describe(), f.hold, rec.st.Grants.Load())
