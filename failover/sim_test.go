@@ -29,7 +29,7 @@ var simRegressions = []struct {
 	why     string
 }{
 	{1, 60, false, "a Release in the same second as the grant, crossing with the partner's copy after a crash: " +
-		"both sides rejected each other's update (Figure 4 \"accept\" tie) forever (failover/update tieBreak)"},
+		"both sides rejected each other's update (Figure 4 \"accept\" tie) forever (failover/update tie)"},
 }
 
 // TestSimulate runs the RFC 8156 pair under a random, seeded schedule of

@@ -93,11 +93,29 @@ func ReceivedTime(rec *Record) int64 {
 }
 
 // LocalTime returns the time of a local binding that RFC 8156 §7.5.4
-// compares: the client-last-transaction-time if there is one, else the
-// start-time-of-state.
+// compares: the client-last-transaction-time if there is one; else, for
+// ACTIVE, EXPIRED and RELEASED, the partner-raw-clt-time (the client's last
+// transaction as the partner reported it); else the start-time-of-state.
+//
+// The partner-raw-clt-time step is ours (docs/failover.md item 87): §7.5.4
+// goes straight to the start-time-of-state, which for a lease this server
+// only learnt from its partner and then expired itself is the time of its
+// own expiry sweep. A renewal the partner granted alone during an outage
+// (before that sweep) then looks older and is rejected, and the partner
+// rejects our EXPIRED by time(1): both owe their update until the renewed
+// lease runs out, and this server never learns of the renewal (a chaos run
+// found dozens after an 8 s outage). The received time for these statuses
+// is the sender's client transaction time too, so the two now compare like
+// with like.
 func LocalTime(b *fsm.Binding) int64 {
 	if b.CLTT != 0 {
 		return b.CLTT
+	}
+	switch b.Status {
+	case fsm.StatusActive, fsm.StatusExpired, fsm.StatusReleased:
+		if b.PartnerRawCLTT != 0 {
+			return b.PartnerRawCLTT
+		}
 	}
 	return b.StartTimeOfState
 }
@@ -135,8 +153,9 @@ func SameClient(local *fsm.Binding, rec *Record) bool {
 // the receiver's clock. Times within ±Skew seconds are the same time
 // (§7.5.1), so "later" means later by more than Skew seconds, in every rule:
 //
-//   - accept: ReceivedTime(rec) later than LocalTime(local); the same
-//     time is broken by tieBreak (ACTIVE wins, else the primary's);
+//   - accept: ReceivedTime(rec) later than LocalTime(local); when the two
+//     are essentially the same, tie breaks the tie so that exactly one of
+//     the two servers accepts the other's binding;
 //   - time(1): now later than local.StateExpirationTime (a local lease
 //     without one never runs out: reject);
 //   - time(2): the received OPTION_CLT_TIME present and later than
@@ -177,36 +196,55 @@ func Decide(local *fsm.Binding, rec *Record, role Role, now time.Time) Verdict {
 	switch CompareTimes(rt, lt) {
 	case 1:
 		return accept(rule, "received time %d later than local %d", rt, lt)
-	case 0:
-		return tieBreak(rule, local, rec, role, rt, lt)
+	case -1:
+		return refuse(rule, wire.StatusOutdatedBindingInformation, "received time %d earlier than local %d", rt, lt)
 	}
-	return refuse(rule, wire.StatusOutdatedBindingInformation, "received time %d earlier than local %d (±%d s)", rt, lt, Skew)
+	return tie(rule, local, rec, rt, lt, role)
 }
 
-// tieBreak decides an "accept" cell whose two times are essentially the
-// same (within ±Skew). Figure 4 defines "accept" as "later than", so a
-// plain reading rejects on both sides: two partners that each owe the
-// other an update of one lease with times that close (a Release in the
-// second after the grant the partner has not acknowledged yet, crossing
-// with the partner's copy) reject each other's update forever, each
-// resending at every periodic scan, and never reach agreement (§7.5.4
-// wants "the server with the most recent binding information" to win,
-// but here neither is clearly more recent). The tie is broken the same way
-// on both sides, so exactly one update is accepted:
+// tie decides an "accept" cell whose two times are essentially the same
+// (within ±Skew, RFC 8156 §7.5.1). The RFC's rule alone ("accept if later,
+// else reject") makes both servers reject each other's update: each keeps
+// its own, owes it, and resends it at every scan, forever (a chaos run
+// found pairs stuck in NORMAL with updates owed on both sides). §7.5.4 asks
+// that "ultimately, the server with the most recent binding information
+// should have its update accepted", so a tie is broken such that exactly
+// one of the two servers accepts the other's binding:
 //
-//   - ACTIVE against anything else: ACTIVE wins (a client may hold the
-//     lease; keeping it bound until it runs out never gives an address to
-//     two clients, freeing it might);
-//   - otherwise the primary's information wins: the secondary accepts,
-//     the primary rejects (as accept(3) does for two clients).
-func tieBreak(rule Rule, local *fsm.Binding, rec *Record, role Role, rt, lt int64) Verdict {
+//  1. a lease bound to a client wins over one that is not (received ACTIVE
+//     over a local EXPIRED, RELEASED or free binding: accept; a local
+//     ACTIVE over a received RELEASED: reject). Within the skew the order
+//     is unknowable, and keeping the lease bound can only waste it until
+//     it runs out, while freeing it could give it to a second client;
+//  2. otherwise the raw times decide (later wins);
+//  3. equal times: the primary's binding wins (the secondary accepts), as
+//     accept(3) decides between two clients.
+//
+// ACTIVE against RESET or ABANDONED goes by 2 and 3 (the RESET side
+// decides by time(2), which has no tie-break).
+func tie(rule Rule, local *fsm.Binding, rec *Record, rt, lt int64, role Role) Verdict {
+	const why = "times %d and %d essentially the same (±%d s): %s"
 	switch {
-	case rec.Status == fsm.StatusActive:
-		return accept(rule, "received ACTIVE at %d, local %v at %d: the same time, ACTIVE wins", rt, local.Status, lt)
-	case local.Status == fsm.StatusActive:
-		return refuse(rule, wire.StatusOutdatedBindingInformation, "received %v at %d, local ACTIVE at %d: the same time (±%d s), ACTIVE wins", rec.Status, rt, lt, Skew)
+	case rec.Status == fsm.StatusActive && unbound(local.Status):
+		return accept(rule, why, rt, lt, Skew, "the bound lease wins")
+	case local.Status == fsm.StatusActive && unbound(rec.Status):
+		return refuse(rule, wire.StatusOutdatedBindingInformation, why, rt, lt, Skew, "the local bound lease wins")
+	case rt > lt:
+		return accept(rule, why, rt, lt, Skew, "the received one is later")
+	case rt < lt:
+		return refuse(rule, wire.StatusOutdatedBindingInformation, why, rt, lt, Skew, "the local one is later")
 	case role == Secondary:
-		return accept(rule, "received time %d, local %d: the same time, the primary's information wins", rt, lt)
+		return accept(rule, why, rt, lt, Skew, "equal: the primary's binding wins")
 	}
-	return refuse(rule, wire.StatusOutdatedBindingInformation, "received time %d, local %d: the same time (±%d s), the primary's information wins", rt, lt, Skew)
+	return refuse(rule, wire.StatusOutdatedBindingInformation, why, rt, lt, Skew, "equal: the primary's binding wins")
+}
+
+// unbound reports whether a lease in status s is bound to no client and not
+// withheld by an operator or a Decline: EXPIRED, RELEASED, or free.
+func unbound(s fsm.Status) bool {
+	switch s {
+	case fsm.StatusExpired, fsm.StatusReleased, fsm.StatusFree, fsm.StatusFreeBackup, fsm.StatusPendingFree:
+		return true
+	}
+	return false
 }

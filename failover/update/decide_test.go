@@ -129,14 +129,18 @@ func TestDecideMatrix(t *testing.T) {
 									switch cell {
 									case "accept":
 										wantAccept = later
-										if d >= -5 && d <= 5 { // the same time: tieBreak
+										if d >= -5 && d <= 5 { // the tie-break
+											free := func(s fsm.Status) bool {
+												return s == fsm.StatusExpired || s == fsm.StatusReleased || s == fsm.StatusFree ||
+													s == fsm.StatusFreeBackup || s == fsm.StatusPendingFree
+											}
 											switch {
-											case rs == fsm.StatusActive:
+											case rs == fsm.StatusActive && free(ls):
 												wantAccept = true
-											case ls == fsm.StatusActive:
+											case ls == fsm.StatusActive && free(rs):
 												wantAccept = false
 											default:
-												wantAccept = role == Secondary
+												wantAccept = d > 0 || d == 0 && role == Secondary
 											}
 										}
 									case "time(1)":
@@ -202,8 +206,10 @@ func TestDecideExamples(t *testing.T) {
 		{"release after our renewal", ptr(act(duidA, 1, n-600, n-3600, n+3000)), rec(fsm.StatusReleased, duidA, 1, n-10, n-10), Primary, true, 0},
 		{"release 4 s after our renewal is the same time", ptr(act(duidA, 1, n-14, n-3600, n+3000)), rec(fsm.StatusReleased, duidA, 1, n-10, n-10), Primary, false, wire.StatusOutdatedBindingInformation},
 		{"ACTIVE received at the same time as our RELEASED: ACTIVE wins", ptr(fsm.Binding{Resource: na("2001:db8::1"), Status: fsm.StatusReleased, DUID: duidA, IAID: 1, CLTT: n, StartTimeOfState: n}), rec(fsm.StatusActive, duidA, 1, 0, n), Primary, true, 0},
-		{"RELEASED received at the same time as our EXPIRED, on the primary: ours wins", ptr(fsm.Binding{Resource: na("2001:db8::1"), Status: fsm.StatusExpired, StartTimeOfState: n - 2}), rec(fsm.StatusReleased, duidA, 1, n, n), Primary, false, wire.StatusOutdatedBindingInformation},
-		{"RELEASED received at the same time as our EXPIRED, on the secondary: the primary's wins", ptr(fsm.Binding{Resource: na("2001:db8::1"), Status: fsm.StatusExpired, StartTimeOfState: n - 2}), rec(fsm.StatusReleased, duidA, 1, n, n), Secondary, true, 0},
+		{"RELEASED received 2 s after our EXPIRED (within the skew), on the primary: the later wins", ptr(fsm.Binding{Resource: na("2001:db8::1"), Status: fsm.StatusExpired, StartTimeOfState: n - 2}), rec(fsm.StatusReleased, duidA, 1, n, n), Primary, true, 0},
+		{"RELEASED received 2 s after our EXPIRED (within the skew), on the secondary: the later wins", ptr(fsm.Binding{Resource: na("2001:db8::1"), Status: fsm.StatusExpired, StartTimeOfState: n - 2}), rec(fsm.StatusReleased, duidA, 1, n, n), Secondary, true, 0},
+		{"RELEASED received at exactly the time of our EXPIRED, on the primary: ours (the primary's) wins", ptr(fsm.Binding{Resource: na("2001:db8::1"), Status: fsm.StatusExpired, StartTimeOfState: n}), rec(fsm.StatusReleased, duidA, 1, n, n), Primary, false, wire.StatusOutdatedBindingInformation},
+		{"RELEASED received at exactly the time of our EXPIRED, on the secondary: the primary's wins", ptr(fsm.Binding{Resource: na("2001:db8::1"), Status: fsm.StatusExpired, StartTimeOfState: n}), rec(fsm.StatusReleased, duidA, 1, n, n), Secondary, true, 0},
 		{"expired while ours runs", ptr(act(duidA, 1, n-600, n-3600, n+3000)), rec(fsm.StatusExpired, duidA, 1, 0, n), Primary, false, wire.StatusOutdatedBindingInformation},
 		{"expired after ours ran out", ptr(act(duidA, 1, n-7200, n-7200, n-60)), rec(fsm.StatusExpired, duidA, 1, 0, n-60), Primary, true, 0},
 		{"secondary takes back a prefix it delegated: rejected", ptr(act(duidA, 1, n, n, n+3600)), &Record{Binding: fsm.Binding{Resource: na("2001:db8::1"), Status: fsm.StatusFree, StartTimeOfState: n}, Lone: true}, Secondary, false, wire.StatusOutdatedBindingInformation},
@@ -226,3 +232,60 @@ func TestDecideExamples(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// TestDecideConvergesOnTies: two servers hold different bindings for one
+// lease whose compared times are within ±5 s of each other, and each sends
+// its own to the other. Exactly one must accept, or both keep owing their
+// update and resend it forever (RFC 8156 §7.5.4: "ultimately, the server
+// with the most recent binding information should have its update
+// accepted"). The first cases are the ones scripts/chaos found stuck.
+func TestDecideConvergesOnTies(t *testing.T) {
+	n := t0.Unix()
+	b := func(s fsm.Status, duid string, cltt, stos int64) fsm.Binding {
+		x := fsm.Binding{Resource: na("2001:db8::1"), Status: s, DUID: duid, IAID: 1, CLTT: cltt, StartTimeOfState: stos}
+		if s == fsm.StatusActive {
+			x.StateExpirationTime = n + 3600
+		}
+		return x
+	}
+	for _, c := range []struct {
+		name     string
+		pri, sec fsm.Binding
+		winner   string // whose binding both end with
+	}{
+		// The primary released a lease 5 s after granting it; the secondary
+		// knows only the grant (start-time-of-state, no CLTT of its own).
+		{"released 5 s after the grant", b(fsm.StatusReleased, duidA, n, n), b(fsm.StatusActive, duidA, 0, n-5), "secondary"},
+		// The primary gave a released address to another client 4 s after
+		// the secondary learnt of the release.
+		{"given again 4 s after the release", b(fsm.StatusActive, duidB, n, n), b(fsm.StatusReleased, duidA, 0, n-4), "primary"},
+		{"expired vs released 4 s apart", b(fsm.StatusExpired, duidB, n, n+10), b(fsm.StatusReleased, duidA, 0, n-4), "primary"},
+		{"both expired, same CLTT", b(fsm.StatusExpired, duidA, n, n+10), b(fsm.StatusExpired, duidA, n, n+10), "primary"},
+		{"secondary's expiry 3 s later", b(fsm.StatusExpired, duidA, n, n), b(fsm.StatusExpired, duidA, n+3, n+3), "secondary"},
+		{"both released, equal", b(fsm.StatusReleased, duidA, n, n), b(fsm.StatusReleased, duidB, n, n), "primary"},
+		// The secondary learnt a 10 s lease (client transaction at n) and
+		// expired it itself at n+20 while the link was down; the primary had
+		// renewed it alone at n+8 until n+3600. Without the partner's
+		// transaction time the secondary compares its sweep (n+20) and
+		// rejects, while the primary rejects the EXPIRED by time(1).
+		{"renewed alone, expired by the partner's sweep", b(fsm.StatusActive, duidA, n+8, n), func() fsm.Binding {
+			x := b(fsm.StatusExpired, duidA, 0, n+20)
+			x.PartnerRawCLTT = n
+			return x
+		}(), "primary"},
+		{"abandoned vs active, 2 s later", b(fsm.StatusAbandoned, "", 0, n+2), b(fsm.StatusActive, duidA, n, n), "primary"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			recOf := func(x fsm.Binding) *Record { return &Record{Binding: x} }
+			priTakes := Decide(&c.pri, recOf(c.sec), Primary, t0) // the primary receives the secondary's
+			secTakes := Decide(&c.sec, recOf(c.pri), Secondary, t0)
+			if priTakes.Accept == secTakes.Accept {
+				t.Fatalf("primary accepts=%v (%s), secondary accepts=%v (%s): want exactly one",
+					priTakes.Accept, priTakes.Reason, secTakes.Accept, secTakes.Reason)
+			}
+			if got := map[bool]string{true: "secondary", false: "primary"}[priTakes.Accept]; got != c.winner {
+				t.Fatalf("the %s's binding won (%s / %s), want the %s's", got, priTakes.Reason, secTakes.Reason, c.winner)
+			}
+		})
+	}
+}

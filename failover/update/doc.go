@@ -73,14 +73,18 @@
 //     stored: it is resolved at once (Destination); a received PENDING-FREE
 //     is decided and stored as its destination.
 //  2. ±5 s (§7.5.1 SHOULD, Appendix A.8): every comparison uses it.
-//     "Later" means later by more than 5 s, so in the accept rule two times
-//     within 5 s of each other reject with OutdatedBindingInformation;
-//     time(1) needs now more than 5 s past the local state-expiration-time
-//     (a lease about to run out is protected); time(2) needs the received
-//     CLT_TIME more than 5 s after the local start-time-of-state. Disputes
-//     this leaves (both sides rejecting) are resolved by the next client
-//     transaction or by time(1) once the lease runs out, and are safe: the
-//     MCLT bookkeeping never depends on an update being accepted.
+//     "Later" means later by more than 5 s. In the accept rule two times
+//     within 5 s of each other are a tie, which would make both sides
+//     reject each other's update forever (a lease nobody uses again has no
+//     next client transaction to settle it): tie breaks it so that exactly
+//     one side accepts (the bound lease, else the later raw time, else the
+//     primary's). time(1) needs now more than 5 s past the local
+//     state-expiration-time (a lease about to run out is protected); time(2)
+//     needs the received CLT_TIME more than 5 s after the local
+//     start-time-of-state. Disputes these leave (both sides rejecting) end
+//     by the next client transaction or by time(1) once the lease runs out,
+//     and are safe: the MCLT bookkeeping never depends on an update being
+//     accepted.
 //  3. "Clients match" in accept(3) means the same DUID and the same IAID
 //     (RFC 8156 §5.6 AddressInUse covers an address bound to different
 //     IAIDs on the two servers).

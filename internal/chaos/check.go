@@ -1,0 +1,187 @@
+package main
+
+import (
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/tandem-dhcp/tandem/control"
+)
+
+// edge is how close to its end a lease may be and still differ between
+// the servers (or be gone) without counting as a violation: the two
+// servers' expiry sweeps are independent, and the lists are read one after
+// the other.
+const edge = 10 * time.Second
+
+// finding is one difference. Violation marks a safety violation (a lease
+// lost, or one address bound to two clients); Dispute marks a lease the two
+// servers hold for the same client in different states (one ACTIVE, one
+// not) beyond the expiry edge: not unsafe, but the pair has not converged.
+// Neither: a difference at the expiry edge (a note).
+type finding struct {
+	Check              string
+	Violation, Dispute bool
+	Text               string
+}
+
+func resKey(l control.Lease) string { return l.Type + " " + l.Address + l.Prefix }
+
+func validUntil(l control.Lease) time.Time {
+	t, err := time.Parse(time.RFC3339, l.ValidUntil)
+	if err != nil {
+		return time.Time{}
+	}
+	return t
+}
+
+// compareDBs checks that every ACTIVE binding on one server is ACTIVE on
+// the other for the same client (DUID and IAID). A binding that ends
+// within edge of at is reported but not a violation.
+func compareDBs(pri, sec []control.Lease, at time.Time) (fs []finding, active int) {
+	idx := func(ls []control.Lease) map[string]control.Lease {
+		m := make(map[string]control.Lease, len(ls))
+		for _, l := range ls {
+			m[resKey(l)] = l
+		}
+		return m
+	}
+	mp, ms := idx(pri), idx(sec)
+	seen := map[string]bool{}
+	one := func(k string, a, b map[string]control.Lease, aName, bName string) {
+		if seen[k] {
+			return
+		}
+		seen[k] = true
+		la := a[k]
+		lb, okb := b[k]
+		if la.State != "ACTIVE" && (!okb || lb.State != "ACTIVE") {
+			return
+		}
+		active++
+		if okb && la.State == "ACTIVE" && lb.State == "ACTIVE" && la.DUID == lb.DUID && la.IAID == lb.IAID {
+			return
+		}
+		ends := validUntil(la)
+		if la.State != "ACTIVE" {
+			ends = validUntil(lb)
+		}
+		f := finding{Check: "databases", Violation: ends.After(at.Add(edge))}
+		switch {
+		case !okb:
+			f.Text = fmt.Sprintf("%s: ACTIVE on the %s for %s/%d (until %s), absent on the %s", k, aName, la.DUID, la.IAID, la.ValidUntil, bName)
+		case la.State == "ACTIVE" && lb.State == "ACTIVE":
+			f.Violation = true // two clients: never at the edge
+			f.Text = fmt.Sprintf("%s: ACTIVE on the %s for %s/%d, on the %s for %s/%d", k, aName, la.DUID, la.IAID, bName, lb.DUID, lb.IAID)
+		case la.DUID == lb.DUID && la.IAID == lb.IAID:
+			f.Dispute, f.Violation = f.Violation, false
+			fallthrough
+		default:
+			f.Text = fmt.Sprintf("%s: %s on the %s (%s/%d until %s), %s on the %s (%s/%d until %s)", k,
+				la.State, aName, la.DUID, la.IAID, la.ValidUntil, lb.State, bName, lb.DUID, lb.IAID, lb.ValidUntil)
+		}
+		fs = append(fs, f)
+	}
+	for k := range mp {
+		one(k, mp, ms, "primary", "secondary")
+	}
+	for k := range ms {
+		one(k, ms, mp, "secondary", "primary")
+	}
+	sort.Slice(fs, func(i, j int) bool { return fs[i].Text < fs[j].Text })
+	return fs, active
+}
+
+// checkClients checks the clients' view against the databases at time at:
+// each client's latest grant that is still running (Until after at+edge,
+// not released) must be ACTIVE for that client on the server that granted
+// it (servers: Server ID hex -> that server's leases, name).
+func checkClients(grants []grant, servers map[string][]control.Lease, names map[string]string, at time.Time) (fs []finding, checked int) {
+	latest := map[int]grant{}
+	for _, g := range grants {
+		if cur, ok := latest[g.Client]; !ok || !g.From.Before(cur.From) {
+			latest[g.Client] = g
+		}
+	}
+	byAddr := map[string]map[string]control.Lease{}
+	for sid, ls := range servers {
+		m := map[string]control.Lease{}
+		for _, l := range ls {
+			if l.Type == "na" {
+				m[l.Address] = l
+			}
+		}
+		byAddr[sid] = m
+	}
+	ids := make([]int, 0, len(latest))
+	for c := range latest {
+		ids = append(ids, c)
+	}
+	sort.Ints(ids)
+	for _, c := range ids {
+		g := latest[c]
+		if g.Released || !g.Until.After(at.Add(edge)) {
+			continue
+		}
+		checked++
+		m, ok := byAddr[g.Server]
+		if !ok {
+			fs = append(fs, finding{Check: "clients", Violation: true,
+				Text: fmt.Sprintf("client %d: %s granted by unknown server %s", c, g.Addr, g.Server)})
+			continue
+		}
+		l, ok := m[g.Addr]
+		if !ok || l.State != "ACTIVE" || l.DUID != g.DUID {
+			fs = append(fs, finding{Check: "clients", Violation: true,
+				Text: fmt.Sprintf("client %d (%s): %s acknowledged by the %s (%s, until %s) but it has %s for %q",
+					c, g.DUID, g.Addr, names[g.Server], g.Msg, g.Until.UTC().Format(time.RFC3339), orNone(l.State), l.DUID)})
+		}
+	}
+	return fs, checked
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "no binding"
+	}
+	return s
+}
+
+// checkOverlaps reports every address acknowledged to two different
+// clients with overlapping intervals.
+func checkOverlaps(grants []grant) (fs []finding, reused int) {
+	by := map[string][]grant{}
+	for _, g := range grants {
+		by[g.Addr] = append(by[g.Addr], g)
+	}
+	addrs := make([]string, 0, len(by))
+	for a := range by {
+		addrs = append(addrs, a)
+	}
+	sort.Strings(addrs)
+	for _, a := range addrs {
+		gs := by[a]
+		clients := map[int]bool{}
+		for _, g := range gs {
+			clients[g.Client] = true
+		}
+		if len(clients) > 1 {
+			reused++
+		}
+		for i := 0; i < len(gs); i++ {
+			for j := i + 1; j < len(gs); j++ {
+				x, y := gs[i], gs[j]
+				if x.Client == y.Client {
+					continue
+				}
+				if x.From.Before(y.Until) && y.From.Before(x.Until) {
+					fs = append(fs, finding{Check: "overlap", Violation: true,
+						Text: fmt.Sprintf("%s: client %d [%s, %s] by %s (%s) and client %d [%s, %s] by %s (%s)", a,
+							x.Client, x.From.Format("15:04:05.000"), x.Until.Format("15:04:05.000"), x.Server, x.Msg,
+							y.Client, y.From.Format("15:04:05.000"), y.Until.Format("15:04:05.000"), y.Server, y.Msg)})
+				}
+			}
+		}
+	}
+	return fs, reused
+}
