@@ -6,6 +6,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net"
+	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -17,16 +19,58 @@ import (
 
 	"github.com/tandem-dhcp/tandem/failover/wire"
 	"github.com/tandem-dhcp/tandem/internal/clock"
+	"github.com/tandem-dhcp/tandem/internal/netns"
 )
 
 // Hostile-input tests over real TCP on loopback: the secondary listens on
 // 127.0.0.1, its partner is 127.0.0.3, strangers come from 127.0.0.2 (Linux
 // routes all of 127.0.0.0/8 to lo, so a socket may bind any of them).
-const (
+//
+// TestHostileIPv6 runs the same tests again inside a network namespace
+// whose lo has 2001:db8:f::1, ::2 and ::3 (IPv6 loopback is only ::1).
+var (
 	tcpSecIP      = "127.0.0.1"
 	tcpPartnerIP  = "127.0.0.3"
 	tcpStrangerIP = "127.0.0.2"
 )
+
+// hostileIPv6Env, when set in the environment, makes TestHostileIPv6Inner
+// run the hostile tests with IPv6 addresses (inside TestHostileIPv6's
+// namespace).
+const hostileIPv6Env = "TANDEM_HOSTILE_IPV6"
+
+// TestHostileIPv6: the hostile-input tests over IPv6 TCP, in a namespace of
+// their own (the test binary re-runs itself inside it).
+func TestHostileIPv6(t *testing.T) {
+	if os.Getenv(hostileIPv6Env) != "" {
+		t.Skip("inside the namespace: TestHostileIPv6Inner runs")
+	}
+	netns.Require(t)
+	ns := netns.New(t, "hostile")
+	for _, a := range []string{"2001:db8:f::1/128", "2001:db8:f::2/128", "2001:db8:f::3/128"} {
+		ns.MustRun("ip", "-6", "addr", "add", a, "dev", "lo", "nodad")
+	}
+	args := []string{"-test.run=^TestHostileIPv6Inner$", "-test.v", "-test.count=1"}
+	if testing.Short() {
+		args = append(args, "-test.short")
+	}
+	cmd := ns.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), hostileIPv6Env+"=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "--- PASS: TestHostileIPv6Inner") {
+		t.Fatalf("inside %s: %v\n%s", ns.Name, err, out)
+	}
+	t.Logf("inside %s:\n%s", ns.Name, out)
+}
+
+func TestHostileIPv6Inner(t *testing.T) {
+	if os.Getenv(hostileIPv6Env) == "" {
+		t.Skip("runs inside TestHostileIPv6's namespace")
+	}
+	tcpSecIP, tcpStrangerIP, tcpPartnerIP = "2001:db8:f::1", "2001:db8:f::2", "2001:db8:f::3"
+	t.Run("refused", TestHostileConnectionsRefused)
+	t.Run("flood", TestPartnerConnectsDuringFlood)
+}
 
 // tcpSecondary runs a secondary on real TCP with a fake clock and an
 // observed logger (Warn and up).
@@ -41,7 +85,7 @@ func startTCPSecondary(t *testing.T, mod func(*Config)) *tcpSecondary {
 	t.Helper()
 	clk := clock.NewFake(t0)
 	core, logs := observer.New(zapcore.WarnLevel)
-	c := Config{Role: Secondary, Relationship: "pair-a", MCLT: time.Hour, Local: tcpSecIP + ":0",
+	c := Config{Role: Secondary, Relationship: "pair-a", MCLT: time.Hour, Local: net.JoinHostPort(tcpSecIP, "0"),
 		Peer: tcpPartnerIP, Clock: clk, Logger: zap.New(core)}
 	if mod != nil {
 		mod(&c)
