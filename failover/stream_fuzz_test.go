@@ -7,6 +7,7 @@ import (
 	"io"
 	"maps"
 	"net/netip"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -94,7 +95,7 @@ type streamResult struct {
 
 // feedStream connects to the secondary as its primary, completes a valid
 // handshake (CONNECT, CONNECTREPLY, STATE both ways), writes data as the
-// rest of the stream, half-closes, and waits until the session is over.
+// rest of the stream, and waits until the session is over.
 // Everything the secondary writes is drained meanwhile.
 func feedStream(t *testing.T, n *node, data []byte) streamResult {
 	t.Helper()
@@ -129,14 +130,22 @@ func feedStream(t *testing.T, n *node, data []byte) streamResult {
 	waitFor(t, "communications OK", func() bool { return l.Stats().Connected })
 	drained := make(chan struct{})
 	go func() { io.Copy(io.Discard, c); close(drained) }()
+	// The secondary must end the session by itself where it can: closing
+	// our end would race its own writes (a failed write ends the session
+	// as connection-lost before the reader reports the bad frame). Whole
+	// frames get a DISCONNECT after them; a first frame that does not decode
+	// ends the session there; only a stream that stops inside a frame needs
+	// us to close.
+	firstBad, _, whole := classify(data)
+	if whole {
+		data = append(slices.Clip(data), frameOf(t, wire.NewDisconnect(3, now, wire.Status{Code: wire.StatusServerShuttingDown}))...)
+	}
 	c.Write(data) // may fail: the secondary may already have dropped us
-	if cw, ok := c.(interface{ CloseWrite() error }); ok {
-		cw.CloseWrite()
-	} else {
+	if !whole && !firstBad {
 		c.Close()
 	}
 	var reason string
-	waitFor(t, "the session to end", func() bool {
+	ended := poll(5*time.Second, func() bool {
 		s := l.Stats()
 		if s.Established {
 			return false
@@ -149,6 +158,9 @@ func feedStream(t *testing.T, n *node, data []byte) streamResult {
 		}
 		return false
 	})
+	if !ended {
+		t.Fatalf("the session did not end (whole %v, first frame bad %v): %+v\ninput % x", whole, firstBad, l.Stats(), data)
+	}
 	c.Close()
 	<-drained
 	// The session is over, so no more BNDUPDs arrive: wait for the commits
@@ -159,43 +171,41 @@ func feedStream(t *testing.T, n *node, data []byte) streamResult {
 
 // classify walks data as the secondary's reader does and reports whether
 // its first frame does not decode (so the session must end with a protocol
-// error) and whether any frame is a BNDUPD that decodes (the only thing
-// allowed to change the binding database).
-func classify(data []byte) (firstBad, wellFormedBndUpd bool) {
+// error), whether any frame is a BNDUPD that decodes (the only thing allowed
+// to change the binding database), and whether data ends exactly at a frame
+// boundary.
+func classify(data []byte) (firstBad, wellFormedBndUpd, whole bool) {
 	rd := wire.NewReader(bytes.NewReader(data))
 	for i := 0; ; i++ {
 		b, err := rd.ReadFrame()
 		if err != nil {
-			return
+			return firstBad, wellFormedBndUpd, err == io.EOF
 		}
 		m, err := wire.DecodeMessage(b)
 		if err != nil {
 			if i == 0 && !errors.Is(err, wire.ErrUnknownMessageType) {
-				firstBad = true
+				return true, wellFormedBndUpd, false // the session ends here
 			}
-			return // the session ends here (or skips an unknown type; keep it simple)
+			continue // an unknown type is skipped; anything else ends the session
 		}
 		if m.Type == wire.MsgBndUpd {
 			wellFormedBndUpd = true
-		}
-		if m.Type == wire.MsgDisconnect {
-			return
 		}
 	}
 }
 
 // TestStreamFuzzSeeds: the harness can fail. The well-formed BNDUPD seed
-// changes the database and ends with the half-close (connection-lost); the
+// changes the database and ends with the DISCONNECT the harness appends; the
 // contentless BNDUPD ends with a protocol error and changes nothing.
 func TestStreamFuzzSeeds(t *testing.T) {
 	p := newPairEnv(t)
 	p.sec.cfgEndpoint = func(c *Config) { c.Link.MaxSkew = 1 << 62 }
 	p.sec.start()
-	if r := feedStream(t, p.sec, streamBndUpd(t, p.clk.Now())); !r.changed || r.reason != "connection-lost" {
-		t.Fatalf("valid BNDUPD: %+v, want the database changed and connection-lost", r)
+	if r := feedStream(t, p.sec, streamBndUpd(t, p.clk.Now())); !r.changed || r.reason != "partner-disconnect" {
+		t.Fatalf("valid BNDUPD: %+v, want the database changed and the harness's DISCONNECT", r)
 	}
 	bad := []byte{0, 8, byte(wire.MsgBndUpd), 0, 0, 9, 0, 0, 0, 0}
-	if first, _ := classify(bad); !first {
+	if first, _, _ := classify(bad); !first {
 		t.Fatal("classify: the contentless BNDUPD decodes")
 	}
 	if r := feedStream(t, p.sec, bad); r.changed || r.reason != "protocol-error" {
@@ -215,7 +225,7 @@ func FuzzStream(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		firstBad, bnd := classify(data)
+		firstBad, bnd, _ := classify(data)
 		r := feedStream(t, n, data)
 		if firstBad && r.reason != "protocol-error" {
 			t.Fatalf("a first frame that does not decode ended the session with %q, want protocol-error", r.reason)
