@@ -10,6 +10,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -84,14 +85,19 @@ func (f *flood) stop() { f.cancel(); f.wg.Wait() }
 // TestFloodHelper is not a test: it is BenchmarkFailoverPortUnderAttack's
 // attacker process, started with TANDEM_FLOOD_ADDR set. It holds 1000 idle
 // connections from 127.0.0.2 and 1000 byte-at-a-time connections from
-// 127.0.0.3 to that address until its stdin closes.
+// TANDEM_FLOOD_SLOW_FROM (default 127.0.0.3) to that address until its
+// stdin closes.
 func TestFloodHelper(t *testing.T) {
 	addr := os.Getenv("TANDEM_FLOOD_ADDR")
 	if addr == "" {
 		t.Skip("the attacker process of BenchmarkFailoverPortUnderAttack")
 	}
+	slowFrom := os.Getenv("TANDEM_FLOOD_SLOW_FROM")
+	if slowFrom == "" {
+		slowFrom = benchPriIP
+	}
 	idle := startFlood(addr, benchStrangerIP, 1000, false)
-	slow := startFlood(addr, benchPriIP, 1000, true)
+	slow := startFlood(addr, slowFrom, 1000, true)
 	io.Copy(io.Discard, os.Stdin)
 	idle.stop()
 	slow.stop()
@@ -108,7 +114,10 @@ func TestFloodHelper(t *testing.T) {
 // (redialing when evicted). Both servers, the attackers and the benchmark
 // share the process and the CPUs.
 func BenchmarkFailoverPortUnderAttack(b *testing.B) {
-	for _, mode := range []string{"quiet", "attack"} {
+	// attack: the slow connections come from the partner's own address
+	// (evicted); strangers: from another address (closed at accept), as a
+	// remote attacker's would.
+	for _, mode := range []string{"quiet", "attack", "strangers"} {
 		b.Run(mode, func(b *testing.B) {
 			p := newPairEnv(b)
 			replies := make(chan struct{}, 1024)
@@ -128,13 +137,18 @@ func BenchmarkFailoverPortUnderAttack(b *testing.B) {
 			p.pri.start()
 			p.connect()
 			p.waitStates("NORMAL", "NORMAL")
-			if mode == "attack" {
+			var cmd *exec.Cmd
+			if mode != "quiet" {
 				// The attackers run in a child process (this test binary,
 				// TestFloodHelper), so that their own dialing and writing is
 				// not charged to the servers' process; they still share the
 				// machine's CPUs, as an attacker on the same host would.
-				cmd := exec.Command(os.Args[0], "-test.run=^TestFloodHelper$")
-				cmd.Env = append(os.Environ(), "TANDEM_FLOOD_ADDR="+secAt)
+				cmd = exec.Command(os.Args[0], "-test.run=^TestFloodHelper$")
+				slowFrom := benchPriIP
+				if mode == "strangers" {
+					slowFrom = benchStrangerIP
+				}
+				cmd.Env = append(os.Environ(), "TANDEM_FLOOD_ADDR="+secAt, "TANDEM_FLOOD_SLOW_FROM="+slowFrom)
 				stdin, err := cmd.StdinPipe()
 				if err != nil {
 					b.Fatal(err)
@@ -143,9 +157,20 @@ func BenchmarkFailoverPortUnderAttack(b *testing.B) {
 				if err := cmd.Start(); err != nil {
 					b.Fatal(err)
 				}
-				defer func() { stdin.Close(); cmd.Wait() }()
+				start := time.Now()
+				defer func() {
+					stdin.Close()
+					cmd.Wait()
+					if ps := cmd.ProcessState; ps != nil {
+						b.Logf("%s: the attackers used %v of CPU in %v", mode, (ps.UserTime() + ps.SystemTime()).Round(time.Millisecond),
+							time.Since(start).Round(time.Millisecond))
+					}
+				}()
 				waitFor(b, "the flood", func() bool {
 					r := p.sec.stats().Rejected
+					if mode == "strangers" {
+						return r[link.RejectNotPartner] >= 2000
+					}
 					return r[link.RejectNotPartner] >= 1000 && r[link.RejectEvicted] >= 1000
 				})
 			}
@@ -154,6 +179,7 @@ func BenchmarkFailoverPortUnderAttack(b *testing.B) {
 			}
 			dhcp := make([]time.Duration, 0, b.N)
 			upd := make([]time.Duration, 0, b.N)
+			cpu0 := processCPU()
 			b.ResetTimer()
 			for i := range b.N {
 				c := newClient(100000 + i)
@@ -171,6 +197,9 @@ func BenchmarkFailoverPortUnderAttack(b *testing.B) {
 				upd = append(upd, time.Since(t0))
 			}
 			b.StopTimer()
+			// CPU of this process (both servers and the benchmark) per op;
+			// the attackers' own CPU is the child's, reported below.
+			b.ReportMetric(float64((processCPU()-cpu0).Microseconds())/float64(b.N), "cpu-µs/op")
 			pct := func(d []time.Duration, q float64) float64 {
 				slices.Sort(d)
 				return float64(d[int(q*float64(len(d)-1))].Microseconds())
@@ -184,6 +213,16 @@ func BenchmarkFailoverPortUnderAttack(b *testing.B) {
 				b.Fatalf("the partner connection suffered: %+v", st)
 			}
 			b.Logf("%s: secondary rejected %v", mode, st.Rejected)
+
 		})
 	}
+}
+
+// processCPU is the user and system CPU time this process has used.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -351,12 +351,12 @@ func (l *Link) acceptLoop(ctx context.Context, ln net.Listener) {
 		ip, ok := remoteIP(c)
 		if !ok || ip != l.peerIP {
 			c.Close()
-			l.mu.Lock()
-			l.stats.strangers++
-			l.mu.Unlock()
 			l.refused(c.RemoteAddr(), ip, RejectNotPartner, func() error {
 				return fmt.Errorf("the source address is not the failover partner's %v", l.peerIP)
 			})
+			l.mu.Lock()
+			l.stats.strangers++ // after the log, so a reader of Stats sees both
+			l.mu.Unlock()
 			continue
 		}
 		p := &pendingConn{conn: c, at: l.clk.Now(), g: newGuard(l.clk, l.cfg.HandshakeTimeout, nil)}
