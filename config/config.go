@@ -743,8 +743,8 @@ type Failover struct {
 	ConnectRetryMax Duration `toml:"connect-retry-max"`
 	// HandshakeTimeout bounds connection set-up (default 10s).
 	HandshakeTimeout Duration `toml:"handshake-timeout"`
-	// MaxPendingConnections caps the secondary's connections that have not
-	// completed CONNECT (default 4).
+	// MaxPendingConnections caps the secondary's connections from the
+	// partner's address that have not completed CONNECT (default 64).
 	MaxPendingConnections int `toml:"max-pending-connections"`
 	// TLSCert, TLSKey and TLSCA are PEM files (this server's certificate, its
 	// key, and the CA the partner's certificate must chain to): all three
@@ -799,7 +799,7 @@ func (c *Config) setFailoverDefaults() {
 		f.HandshakeTimeout.Duration = 10 * time.Second
 	}
 	if f.MaxPendingConnections == 0 {
-		f.MaxPendingConnections = 4
+		f.MaxPendingConnections = 64
 	}
 	if f.PrefixShare == nil {
 		v := 0.5

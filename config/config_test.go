@@ -195,7 +195,7 @@ func TestFailoverExampleParses(t *testing.T) {
 	}
 	if f.KeepaliveTime.Duration != time.Minute || f.MaxUnackedBndUpd != 1024 || f.ConnectRetryMin.Duration != time.Second ||
 		f.ConnectRetryMax.Duration != 30*time.Second || f.HandshakeTimeout.Duration != 10*time.Second ||
-		f.MaxPendingConnections != 4 || f.AutoPartnerDown.Duration != 0 || f.TLSCert != "" ||
+		f.MaxPendingConnections != 64 || f.AutoPartnerDown.Duration != 0 || f.TLSCert != "" ||
 		f.PrefixShare == nil || *f.PrefixShare != 0.5 || f.PrefixRebalanceThreshold != 8 {
 		t.Fatalf("defaults: %+v", f)
 	}

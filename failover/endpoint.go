@@ -116,6 +116,10 @@ type Endpoint struct {
 	queue   []func()
 	kick    chan struct{}
 	wake    chan struct{} // sender
+	// handlers counts the goroutines handling the partner's BNDUPDs and
+	// BNDREPLYs (Receive starts them; they commit, then reply). Run waits
+	// for them after the link has stopped, so none outlives Run.
+	handlers sync.WaitGroup
 	// poolReqDue: the secondary owes a POOLREQ, sent by the sender after the
 	// first pass that starts once it is set (after the owed updates).
 	poolReqDue atomic.Bool
@@ -184,6 +188,9 @@ type Status struct {
 	// none).
 	ResyncSending   *ResyncStatus `json:"resync_sending,omitempty"`
 	ResyncReceiving *ResyncStatus `json:"resync_receiving,omitempty"`
+	// RejectedConnections counts incoming failover connections refused
+	// since start, by reason (link.Stats.Rejected; secondary only).
+	RejectedConnections map[string]uint64 `json:"rejected_connections,omitempty"`
 }
 
 // New builds an endpoint from the record stored in cfg.Store (or none: first
@@ -269,6 +276,7 @@ func (e *Endpoint) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			wg.Wait()
+			e.handlers.Wait() // the link is stopped: no Receive adds more
 			for _, t := range e.timers {
 				t.Stop()
 			}
@@ -278,6 +286,7 @@ func (e *Endpoint) Run(ctx context.Context) error {
 			if err != nil {
 				cancel()
 				wg.Wait()
+				e.handlers.Wait()
 				return fmt.Errorf("failover link: %w", err)
 			}
 		case <-e.kick:
@@ -509,10 +518,12 @@ func (e *Endpoint) releaseWaiters() {
 func (e *Endpoint) Receive(msg *wire.Message, at time.Time) {
 	switch msg.Type {
 	case wire.MsgBndUpd:
-		go e.handleBndUpd(msg) // commits, then replies; never blocks the link
+		e.handlers.Add(1)
+		go func() { defer e.handlers.Done(); e.handleBndUpd(msg) }() // commits, then replies; never blocks the link
 		e.enqueue(func() { e.contact(at) })
 	case wire.MsgBndReply:
-		go e.handleBndReply(msg)
+		e.handlers.Add(1)
+		go func() { defer e.handlers.Done(); e.handleBndReply(msg) }()
 		e.enqueue(func() { e.contact(at) })
 	case wire.MsgState:
 		e.enqueue(func() {
@@ -827,6 +838,9 @@ func (e *Endpoint) Status() Status {
 	st.OwedUpdates = e.state.Stats().Owed
 	st.ResyncSending = e.resync.sending.Load().status()
 	st.ResyncReceiving = e.resync.receiving.Load().status()
+	if r := e.link.Stats().Rejected; len(r) > 0 {
+		st.RejectedConnections = r
+	}
 	return st
 }
 

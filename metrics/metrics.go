@@ -123,7 +123,7 @@ type collector struct {
 	poolUsed, poolTotal, poolRatio     *prometheus.Desc
 
 	foState, foPartner, foInfo, foInState, foUnacked, foOwed *prometheus.Desc
-	foSkew, foSinceContact, foUp, foMCLT                     *prometheus.Desc
+	foSkew, foSinceContact, foUp, foMCLT, foRejected         *prometheus.Desc
 
 	applied, snapshot, dbBytes *prometheus.Desc
 }
@@ -151,6 +151,7 @@ func newCollector(src Sources) *collector {
 	c.foSinceContact = prometheus.NewDesc("tandem_failover_last_contact_age_seconds", "Seconds since the partner's last message (absent if it never sent one).", nil, nil)
 	c.foUp = prometheus.NewDesc("tandem_failover_connection_up", "1 while communications with the partner are OK, else 0.", nil, nil)
 	c.foMCLT = prometheus.NewDesc("tandem_failover_mclt_seconds", "The configured maximum client lead time.", nil, nil)
+	c.foRejected = prometheus.NewDesc("tandem_failover_rejected_connections_total", "Incoming failover connections the secondary refused, by reason (not-partner, evicted, handshake-timeout, frame-too-large, protocol-error, tls, tls-required, relationship, mclt, version, time-skew, config, connection-lost).", []string{"reason"}, nil)
 	c.applied = prometheus.NewDesc("tandem_raft_applied_index", "Index of the last raft log entry applied to the lease database.", nil, nil)
 	c.snapshot = prometheus.NewDesc("tandem_raft_last_snapshot_index", "Raft index of the newest snapshot (0: none).", nil, nil)
 	c.dbBytes = prometheus.NewDesc("tandem_raft_db_bytes", "Size of raft.db (the log) in bytes.", nil, nil)
@@ -173,7 +174,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		ch <- d
 	}
 	if c.src.Failover != nil {
-		for _, d := range []*prometheus.Desc{c.foState, c.foPartner, c.foInfo, c.foInState, c.foUnacked, c.foOwed, c.foSkew, c.foSinceContact, c.foUp, c.foMCLT} {
+		for _, d := range []*prometheus.Desc{c.foState, c.foPartner, c.foInfo, c.foInState, c.foUnacked, c.foOwed, c.foSkew, c.foSinceContact, c.foUp, c.foMCLT, c.foRejected} {
 			ch <- d
 		}
 	}
@@ -269,5 +270,8 @@ func (c *collector) collectFailover(ch chan<- prometheus.Metric, st failover.Sta
 	g(c.foUp, up)
 	if d, err := time.ParseDuration(st.MCLT); err == nil {
 		g(c.foMCLT, d.Seconds())
+	}
+	for reason, n := range st.RejectedConnections {
+		ch <- prometheus.MustNewConstMetric(c.foRejected, prometheus.CounterValue, float64(n), reason)
 	}
 }

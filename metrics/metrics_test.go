@@ -90,6 +90,21 @@ func TestFailoverGauges(t *testing.T) {
 	if v := mf["tandem_failover_connection_up"].Metric[0].GetGauge().GetValue(); v != 1 {
 		t.Errorf("connection up %v", v)
 	}
+	if mf["tandem_failover_rejected_connections_total"] != nil {
+		t.Error("rejected connections exported although none were refused")
+	}
+
+	st.RejectedConnections = map[string]uint64{"not-partner": 1000, "mclt": 2}
+	mf = gather(t, r)
+	got := map[string]float64{}
+	if f := mf["tandem_failover_rejected_connections_total"]; f != nil {
+		for _, m := range f.Metric {
+			got[m.Label[0].GetName()+"="+m.Label[0].GetValue()] = m.GetCounter().GetValue()
+		}
+	}
+	if len(got) != 2 || got["reason=not-partner"] != 1000 || got["reason=mclt"] != 2 {
+		t.Errorf("tandem_failover_rejected_connections_total: %v", got)
+	}
 }
 
 func TestRegisterNeedsSources(t *testing.T) {

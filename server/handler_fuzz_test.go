@@ -140,16 +140,27 @@ func TestFuzzSeedsAnswered(t *testing.T) {
 		t.Fatalf("fuzz server DUID %x, want the fixed %x", srv.DUID(), fuzzDUID.ToBytes())
 	}
 	for i, s := range fuzzSeeds(t)[:12] {
+		before := fuzzStore.Info().LastLogIndex
 		if _, _, err := srv.Handle(s.b, fuzzInfos[s.how]); err != nil {
 			t.Errorf("seed %d: %v", i, err)
+		}
+		// Control for FuzzHandle's no-commit check: the Solicit (Advertise)
+		// commits nothing, the Rapid Commit Solicit does.
+		switch committed := fuzzStore.Info().LastLogIndex != before; {
+		case i == 0 && committed:
+			t.Errorf("seed 0 (Solicit, Advertise) committed")
+		case i == 1 && !committed:
+			t.Errorf("seed 1 (Rapid Commit Solicit) committed nothing: the index does not show commits")
 		}
 	}
 }
 
 // FuzzHandle feeds arbitrary datagrams through the whole packet path (parse,
 // validate, allocate, commit to a real store, encode): it must never panic,
-// a reply must parse and answer the request, and no input may make the
-// server build a commit the store rejects as invalid.
+// a reply must parse and answer the request, no input may make the server
+// build a commit the store rejects as invalid, and nothing is committed for
+// an Advertise or for an Information-request (RFC 8415 §18.3.1: an
+// Advertise promises nothing; stateless service stores nothing).
 func FuzzHandle(f *testing.F) {
 	fuzzServer(f)
 	for _, s := range fuzzSeeds(f) {
@@ -168,7 +179,9 @@ func FuzzHandle(f *testing.F) {
 			}
 		}
 		storeFailed := srv.Metrics().Get("store-failed")
+		before := fuzzStore.Info().LastLogIndex
 		out, dst, err := srv.Handle(b, info)
+		committed := fuzzStore.Info().LastLogIndex != before
 		if got := srv.Metrics().Get("store-failed"); got != storeFailed {
 			t.Fatalf("input % x made a commit fail: %v", b, err)
 		}
@@ -196,6 +209,9 @@ func FuzzHandle(f *testing.F) {
 		}
 		if rm.MessageType != dhcpv6.MessageTypeReply && rm.MessageType != dhcpv6.MessageTypeAdvertise {
 			t.Fatalf("answered with %v", rm.MessageType)
+		}
+		if committed && (rm.MessageType == dhcpv6.MessageTypeAdvertise || qm.MessageType == dhcpv6.MessageTypeInformationRequest) {
+			t.Fatalf("%v answered with %v committed to the store", qm.MessageType, rm.MessageType)
 		}
 		if rm.TransactionID != qm.TransactionID {
 			t.Fatalf("reply xid %v, request %v", rm.TransactionID, qm.TransactionID)

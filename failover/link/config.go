@@ -40,7 +40,7 @@ const (
 	DefaultRetryMin            = time.Second
 	DefaultRetryMax            = 30 * time.Second
 	DefaultHandshakeTimeout    = 10 * time.Second
-	DefaultMaxPendingConns     = 4
+	DefaultMaxPendingConns     = 64                             // see Config.MaxPendingConns
 	DefaultMaxSkew             = wire.MaxTimeSkew * time.Second // RFC 8156 §7.1
 	DefaultSendQueueLen        = 1024
 )
@@ -105,8 +105,18 @@ type Config struct {
 	// Default 10s.
 	HandshakeTimeout time.Duration
 	// MaxPendingConns caps the secondary's accepted but not yet established
-	// connections; a new one evicts the oldest. Default 4.
+	// connections from the partner's IP; a new one evicts the oldest that
+	// has not yet sent a whole message, or else the oldest. Default 64: the
+	// real partner's connection must survive that many newer ones until its
+	// handshake goroutine reads CONNECT; with 4, a flood from the partner's
+	// own address evicted it on most attempts (docs/reliability/
+	// hostile-failover.md). Each pending connection holds a goroutine and a
+	// 4 KiB read buffer, for at most HandshakeTimeout.
 	MaxPendingConns int
+	// LogInterval rate-limits the secondary's log lines about refused
+	// connections: at most one per source IP and reason per interval, the
+	// next one followed by a count of those suppressed. Default 1 minute.
+	LogInterval time.Duration
 	// MaxSkew is the largest accepted difference between a message's
 	// sent-time and our clock. Default 5s (RFC 8156 §7.1).
 	MaxSkew time.Duration
@@ -174,6 +184,9 @@ func (c *Config) withDefaults() Config {
 	}
 	if o.MaxSkew == 0 {
 		o.MaxSkew = DefaultMaxSkew
+	}
+	if o.LogInterval == 0 {
+		o.LogInterval = DefaultLogInterval
 	}
 	if o.SendQueueLen == 0 {
 		o.SendQueueLen = DefaultSendQueueLen
@@ -276,6 +289,9 @@ func (c *Config) resolve(load bool) (*resolved, error) {
 	}
 	if o.MaxPendingConns < 1 {
 		bad("MaxPendingConns", "%d must be at least 1", o.MaxPendingConns)
+	}
+	if o.LogInterval < 0 {
+		bad("LogInterval", "%v is negative", o.LogInterval)
 	}
 	if o.MaxSkew < time.Second {
 		bad("MaxSkew", "%v is less than the 1s resolution of sent-time", o.MaxSkew)

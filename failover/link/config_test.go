@@ -19,7 +19,7 @@ func TestConfigDefaults(t *testing.T) {
 	}
 	if r.KeepaliveTime != 60*time.Second || r.ContactPerKeepalive != 4 || r.MaxUnackedBndUpd != DefaultMaxUnackedBndUpd ||
 		r.RetryMin != time.Second || r.RetryMax != 30*time.Second || r.HandshakeTimeout != 10*time.Second ||
-		r.MaxPendingConns != 4 || r.MaxSkew != 5*time.Second || r.Transport == nil || r.Clock == nil || r.Logger == nil {
+		r.MaxPendingConns != 64 || r.MaxSkew != 5*time.Second || r.Transport == nil || r.Clock == nil || r.Logger == nil {
 		t.Fatalf("defaults: %+v", r.Config)
 	}
 	if r.local != netip.MustParseAddrPort("[2001:db8::1]:647") || r.peer != netip.MustParseAddrPort("[2001:db8::2]:647") {

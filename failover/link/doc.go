@@ -7,7 +7,9 @@
 //     primary dials the secondary and redials with backoff forever; the
 //     secondary listens, drops connections from any other IP before reading
 //     a byte, caps connections that have not completed CONNECT (evicting the
-//     oldest) and bounds the handshake with HandshakeTimeout;
+//     oldest that has not sent a whole message, else the oldest), refuses a
+//     handshake message longer than 4096 bytes from its length field, and
+//     bounds the handshake with HandshakeTimeout;
 //   - optional TLS through STARTTLS, with mutual certificate authentication;
 //   - CONNECT / CONNECTREPLY validation (version, MCLT, relationship name,
 //     connect flags, time skew) and the STATE that follows;
@@ -16,7 +18,9 @@
 //     DISCONNECT on shutdown;
 //   - transaction-ids for our requests (§5.4) and the partner's
 //     OPTION_F_MAX_UNACKED_BNDUPD window for our BNDUPDs;
-//   - counters (Stats).
+//   - counters (Stats), including every incoming connection the secondary
+//     refused, by reason (Stats.Rejected, the Reject* constants), and the
+//     rate-limited log of those refusals.
 //
 // It must never: interpret binding updates, run the endpoint state machine,
 // resolve conflicts or touch the binding database (that is the Handler's
@@ -105,6 +109,21 @@
 // ErrSuperseded, then Up on the new one): the primary opens a new
 // connection only when it believes the old one dead, so the old one is
 // half-open.
+//
+// Hostile input on the secondary's port. Every incoming connection that
+// does not become a session is counted once in Stats.Rejected under one
+// reason and logged as "refused a failover connection" at most once per
+// source IP and reason per Config.LogInterval (a minute); the first line
+// after a quiet interval is followed by "suppressed similar refusals" with
+// the count held back. The limiter's table is bounded (4096 keys; beyond,
+// new sources share one entry). A stranger costs an accept and a close.
+// A connection from the partner's IP costs a goroutine and a 4 KiB buffer
+// until it completes CONNECT, is evicted (MaxPendingConns, default 64: the
+// real partner's connection must outlive that many newer ones until its
+// CONNECT is read) or reaches HandshakeTimeout, however slowly it trickles
+// bytes. Handshake messages are at most 4096 bytes (a CONNECT with the
+// longest relationship name is about 1100); the session's reader then takes
+// any protocol size (64 KiB).
 //
 // Reconnecting (primary): the first attempt is immediate; after a failed
 // attempt the wait doubles from RetryMin up to RetryMax; after a session

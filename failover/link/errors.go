@@ -108,3 +108,70 @@ func reasonLabel(err error) string {
 	}
 	return "other"
 }
+
+// Why the secondary refused an incoming connection: the keys of
+// Stats.Rejected, the reason label of the metric
+// tandem_failover_rejected_connections_total and of the log line.
+const (
+	// RejectNotPartner: the source IP is not the partner's; closed before
+	// a byte was read.
+	RejectNotPartner = "not-partner"
+	// RejectEvicted: closed to make room (Config.MaxPendingConns).
+	RejectEvicted = "evicted"
+	// RejectHandshakeTimeout: no CONNECT within Config.HandshakeTimeout
+	// (idle, or trickling bytes).
+	RejectHandshakeTimeout = "handshake-timeout"
+	// RejectFrameTooLarge: a handshake message longer than
+	// maxHandshakeFrame, refused from its length field.
+	RejectFrameTooLarge = "frame-too-large"
+	// RejectProtocol: something other than STARTTLS or CONNECT, or bytes
+	// that do not decode.
+	RejectProtocol = "protocol-error"
+	// RejectTLS: the TLS handshake failed (no or an untrusted client
+	// certificate, not TLS at all).
+	RejectTLS = "tls"
+	// RejectTLSRequired: CONNECT in the clear to a secondary with TLS.
+	RejectTLSRequired = "tls-required"
+	// RejectRelationship: a relationship name that is not ours.
+	RejectRelationship = "relationship"
+	// RejectMCLT: an MCLT different from ours.
+	RejectMCLT = "mclt"
+	// RejectVersion: a protocol major version other than 1.
+	RejectVersion = "version"
+	// RejectTimeSkew: CONNECT's sent-time too far from our clock.
+	RejectTimeSkew = "time-skew"
+	// RejectConfig: other configuration conflicts (keepalive time 0,
+	// max-unacked 0, incompatible connect flags).
+	RejectConfig = "config"
+	// RejectConnectionLost: the peer closed (or the network failed) during
+	// the handshake.
+	RejectConnectionLost = "connection-lost"
+)
+
+// rejection is a handshake failure with the reason the secondary counts it
+// under (Stats.Rejected).
+type rejection struct {
+	reason string
+	err    error
+}
+
+func (r *rejection) Error() string { return r.err.Error() }
+func (r *rejection) Unwrap() error { return r.err }
+
+// rejectReason names why an incoming handshake failed.
+func rejectReason(err error, timedOut bool) string {
+	var r *rejection
+	switch {
+	case errors.As(err, &r):
+		return r.reason
+	case timedOut || errors.Is(err, ErrHandshakeTimeout):
+		return RejectHandshakeTimeout
+	case errors.Is(err, wire.ErrFrameTooLarge):
+		return RejectFrameTooLarge
+	case errors.Is(err, ErrTLS):
+		return RejectTLS
+	case errors.Is(err, ErrProtocol):
+		return RejectProtocol
+	}
+	return RejectConnectionLost
+}

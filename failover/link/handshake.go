@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -86,10 +87,27 @@ type handshake struct {
 	rd   *wire.Reader
 	w    *wire.Writer
 	tls  bool
+	p    *pendingConn // secondary: the connection's place in Link.pending
 }
 
+// maxHandshakeFrame bounds every message read before the session exists
+// (STARTTLS, CONNECT, CONNECTREPLY, REPLY): a CONNECT with the longest
+// relationship name we accept is about 1100 bytes. A longer message-size is
+// refused from the 2-byte length field, before its body is read or a buffer
+// for it allocated. Sessions take up to wire.MaxMessageSize.
+const maxHandshakeFrame = 4096
+
 func (l *Link) newHandshake(c net.Conn) *handshake {
-	return &handshake{l: l, conn: c, rd: wire.NewReader(c), w: wire.NewWriter(c)}
+	h := &handshake{l: l, conn: c, rd: wire.NewReader(c), w: wire.NewWriter(c)}
+	h.rd.SetMaxFrameSize(maxHandshakeFrame)
+	return h
+}
+
+// established turns the handshake into the session: the reader (which may
+// hold buffered bytes) takes messages of any protocol size from now on.
+func (h *handshake) established(ci wire.ConnectInfo, skew time.Duration) *session {
+	h.rd.SetMaxFrameSize(wire.MaxMessageSize)
+	return h.l.newSession(h.conn, h.rd, ci, h.tls, skew)
 }
 
 // startTLS switches the handshake to TLS over the same TCP connection.
@@ -98,6 +116,7 @@ func (h *handshake) startTLS(ctx context.Context, c *tls.Conn) error {
 		return fmt.Errorf("%w with %v: %v", ErrTLS, h.conn.RemoteAddr(), err)
 	}
 	h.conn, h.rd, h.w, h.tls = c, wire.NewReader(c), wire.NewWriter(c), true
+	h.rd.SetMaxFrameSize(maxHandshakeFrame)
 	return nil
 }
 
@@ -123,7 +142,13 @@ func (h *handshake) read() (*wire.Message, time.Time, error) {
 		if errors.Is(err, io.EOF) {
 			return nil, at, fmt.Errorf("%w: closed by the partner during the handshake", ErrConnectionLost)
 		}
+		if errors.Is(err, wire.ErrFrameTooLarge) {
+			return nil, at, fmt.Errorf("%w: during the handshake: %w", ErrProtocol, err)
+		}
 		return nil, at, fmt.Errorf("%w: %v", ErrConnectionLost, err)
+	}
+	if h.p != nil {
+		h.p.progressed.Store(true)
 	}
 	m, err := wire.DecodeMessage(b)
 	if err != nil {
@@ -236,37 +261,46 @@ func (l *Link) dialHandshake(ctx context.Context, h *handshake) (*session, error
 	skew := l.measureSkew(m.SentTime, at)
 	// RFC 8156 §6.1.3: an unsupported version or a different MCLT: send
 	// DISCONNECT and drop the connection.
-	if st := l.checkPartner(ci, skew, "CONNECTREPLY"); st != nil {
+	if st, _ := l.checkPartner(ci, skew, "CONNECTREPLY"); st != nil {
 		return nil, h.refuse(wire.NewDisconnect(l.NewXID(), 0, *st), *st)
 	}
-	return l.newSession(h.conn, h.rd, ci, h.tls, skew), nil
+	return h.established(ci, skew), nil
 }
 
 // checkPartner checks the partner's CONNECT (secondary) or CONNECTREPLY
 // (primary) against our configuration, in the order of RFC 8156 §6.1.2,
-// and returns the refusal status, or nil to accept.
-func (l *Link) checkPartner(ci wire.ConnectInfo, skew time.Duration, what string) *wire.Status {
+// and returns the refusal status and its Reject* reason, or nil to accept.
+func (l *Link) checkPartner(ci wire.ConnectInfo, skew time.Duration, what string) (*wire.Status, string) {
+	var reason string
 	refuse := func(code wire.StatusCode, format string, args ...any) *wire.Status {
 		return &wire.Status{Code: code, Message: fmt.Sprintf(format, args...)}
 	}
 	ours := l.cfg.connectInfo(true)
+	var st *wire.Status
 	switch {
 	case !l.skewOK(skew):
-		return refuse(wire.StatusExcessiveTimeSkew, "%s sent-time is %v from the receiver's clock (limit %v)", what, skew, l.cfg.MaxSkew)
+		reason = RejectTimeSkew
+		st = refuse(wire.StatusExcessiveTimeSkew, "%s sent-time is %v from the receiver's clock (limit %v)", what, skew, l.cfg.MaxSkew)
 	case ci.Version.Major != wire.Version1.Major:
-		return refuse(wire.StatusNotSupported, "protocol version %v is not supported (this server speaks %v)", ci.Version, wire.Version1)
+		reason = RejectVersion
+		st = refuse(wire.StatusNotSupported, "protocol version %v is not supported (this server speaks %v)", ci.Version, wire.Version1)
 	case ci.RelationshipName != "" && ci.RelationshipName != ours.RelationshipName:
-		return refuse(wire.StatusConfigurationConflict, "relationship %q is not configured here (this server's is %q)", ci.RelationshipName, ours.RelationshipName)
+		reason = RejectRelationship
+		st = refuse(wire.StatusConfigurationConflict, "relationship %q is not configured here (this server's is %q)", ci.RelationshipName, ours.RelationshipName)
 	case ci.MCLT != ours.MCLT:
-		return refuse(wire.StatusConfigurationConflict, "MCLT mismatch: %s has %ds, this server is configured with %ds", what, ci.MCLT, ours.MCLT)
+		reason = RejectMCLT
+		st = refuse(wire.StatusConfigurationConflict, "MCLT mismatch: %s has %ds, this server is configured with %ds", what, ci.MCLT, ours.MCLT)
 	case ci.KeepaliveTime == 0:
-		return refuse(wire.StatusConfigurationConflict, "keepalive time 0 in %s", what)
+		reason = RejectConfig
+		st = refuse(wire.StatusConfigurationConflict, "keepalive time 0 in %s", what)
 	case ci.MaxUnackedBndUpd == 0:
-		return refuse(wire.StatusConfigurationConflict, "max-unacked-bndupd 0 in %s: no binding update could ever be sent", what)
+		reason = RejectConfig
+		st = refuse(wire.StatusConfigurationConflict, "max-unacked-bndupd 0 in %s: no binding update could ever be sent", what)
 	case !flagsCompatible(ours.Flags, ci.Flags):
-		return refuse(wire.StatusConfigurationConflict, "connect flags %v incompatible with this server's %v: it cannot process variable-length prefix delegation", ci.Flags, ours.Flags)
+		reason = RejectConfig
+		st = refuse(wire.StatusConfigurationConflict, "connect flags %v incompatible with this server's %v: it cannot process variable-length prefix delegation", ci.Flags, ours.Flags)
 	}
-	return nil
+	return st, reason
 }
 
 // flagsCompatible: a server that sets FIXED_PD_LENGTH cannot process a
@@ -284,6 +318,11 @@ type pendingConn struct {
 	// evicted is set (under Link.mu) when the connection was closed to make
 	// room; it is counted in Stats.PendingEvicted, not as a failure.
 	evicted bool
+	// progressed is set by the handshake once a whole message has arrived:
+	// eviction spares such connections while any idle or trickling one is
+	// left, so that the real partner, which sends CONNECT at once, is not
+	// pushed out by a flood from its own address.
+	progressed atomic.Bool
 }
 
 // acceptLoop is the secondary's accept goroutine. A connection from any IP
@@ -312,10 +351,9 @@ func (l *Link) acceptLoop(ctx context.Context, ln net.Listener) {
 		ip, ok := remoteIP(c)
 		if !ok || ip != l.peerIP {
 			c.Close()
-			if l.allowLog("stranger/" + ip.String()) {
-				l.log.Warn("dropped a connection from an address that is not the failover partner",
-					zap.Stringer("remote", c.RemoteAddr()), zap.Stringer("partner", l.peerIP))
-			}
+			l.refused(c.RemoteAddr(), ip, RejectNotPartner, func() error {
+				return fmt.Errorf("the source address is not the failover partner's %v", l.peerIP)
+			})
 			l.mu.Lock()
 			l.stats.strangers++ // after the log, so a reader of Stats sees both
 			l.mu.Unlock()
@@ -326,9 +364,16 @@ func (l *Link) acceptLoop(ctx context.Context, ln net.Listener) {
 		var evict *pendingConn
 		l.mu.Lock()
 		if len(l.pending) >= l.cfg.MaxPendingConns {
-			evict = l.pending[0]
+			i := 0 // the oldest that has not sent a whole message, else the oldest
+			for j, q := range l.pending {
+				if !q.progressed.Load() {
+					i = j
+					break
+				}
+			}
+			evict = l.pending[i]
 			evict.evicted = true
-			l.pending = append(l.pending[:0], l.pending[1:]...)
+			l.pending = append(l.pending[:i], l.pending[i+1:]...)
 			l.stats.evicted++
 		}
 		l.pending = append(l.pending, p)
@@ -336,11 +381,10 @@ func (l *Link) acceptLoop(ctx context.Context, ln net.Listener) {
 		if evict != nil {
 			evict.g.disarm()
 			evict.conn.Close()
-			if l.allowLog("evict") {
-				l.log.Warn("too many connections from the partner's address waiting for CONNECT: closed the oldest",
-					zap.Stringer("evicted", evict.conn.RemoteAddr()), zap.Duration("idle", p.at.Sub(evict.at)),
-					zap.Int("max-pending", l.cfg.MaxPendingConns))
-			}
+			l.refused(evict.conn.RemoteAddr(), ip, RejectEvicted, func() error {
+				return fmt.Errorf("more than %d connections from the partner's address waiting for CONNECT: closed one after %v",
+					l.cfg.MaxPendingConns, p.at.Sub(evict.at))
+			})
 		}
 		l.wg.Add(1)
 		go l.serveIncoming(ctx, p)
@@ -352,7 +396,9 @@ func (l *Link) acceptLoop(ctx context.Context, ln net.Listener) {
 func (l *Link) serveIncoming(ctx context.Context, p *pendingConn) {
 	defer l.wg.Done()
 	g := p.g
-	s, err := l.acceptHandshake(ctx, l.newHandshake(p.conn), g)
+	h := l.newHandshake(p.conn)
+	h.p = p
+	s, err := l.acceptHandshake(ctx, h, g)
 	g.disarm()
 	l.mu.Lock()
 	for i, q := range l.pending {
@@ -368,10 +414,15 @@ func (l *Link) serveIncoming(ctx context.Context, p *pendingConn) {
 		if evicted {
 			return // counted and logged by acceptLoop
 		}
+		reason := rejectReason(err, g.timedOut())
 		if g.timedOut() && !errors.Is(err, ErrHandshakeTimeout) {
 			err = fmt.Errorf("%w: %v", ErrHandshakeTimeout, err)
 		}
-		l.handshakeFailed(err)
+		l.mu.Lock()
+		l.stats.handshakeFailures[reasonLabel(err)]++
+		l.mu.Unlock()
+		ip, _ := remoteIP(p.conn)
+		l.refused(p.conn.RemoteAddr(), ip, reason, func() error { return err })
 		return
 	}
 	select {
@@ -419,15 +470,15 @@ func (l *Link) acceptHandshake(ctx context.Context, h *handshake, g *guard) (*se
 	}
 	if l.cfg.serverTLS != nil && !h.tls {
 		st := wire.Status{Code: wire.StatusConfigurationConflict, Message: "TLS is required: send STARTTLS before CONNECT (RFC 7653 §8.2)"}
-		return nil, h.refuse(wire.NewConnectReject(m.XID, 0, st), st)
+		return nil, &rejection{RejectTLSRequired, h.refuse(wire.NewConnectReject(m.XID, 0, st), st)}
 	}
 	ci, err := m.ConnectInfo()
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrProtocol, err)
 	}
 	skew := l.measureSkew(m.SentTime, at)
-	if st := l.checkPartner(ci, skew, "CONNECT"); st != nil {
-		return nil, h.refuse(wire.NewConnectReject(m.XID, 0, *st), *st)
+	if st, reason := l.checkPartner(ci, skew, "CONNECT"); st != nil {
+		return nil, &rejection{reason, h.refuse(wire.NewConnectReject(m.XID, 0, *st), *st)}
 	}
 	if !g.disarm() {
 		return nil, ErrHandshakeTimeout
@@ -435,5 +486,5 @@ func (l *Link) acceptHandshake(ctx context.Context, h *handshake, g *guard) (*se
 	if err := h.write(wire.NewConnectReply(m.XID, 0, l.cfg.connectInfo(false))); err != nil {
 		return nil, err
 	}
-	return l.newSession(h.conn, h.rd, ci, h.tls, skew), nil
+	return h.established(ci, skew), nil
 }

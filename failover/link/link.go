@@ -82,6 +82,7 @@ type Link struct {
 	clk    clock.Clock
 	peerIP netip.Addr
 
+	rlog     *rateLog // rate limits what strangers can make us log
 	started  atomic.Bool
 	wg       sync.WaitGroup // every goroutine Run starts
 	accepted chan *session  // secondary: handshaken connections, to Run
@@ -96,7 +97,6 @@ type Link struct {
 	pending     []*pendingConn
 	nextAttempt time.Time
 	listenAddr  net.Addr
-	limiter     map[string]time.Time // log rate limiting: key -> last logged
 	stats       counters
 }
 
@@ -117,7 +117,7 @@ func New(cfg Config, h Handler) (*Link, error) {
 		peerIP:   r.peer.Addr().Unmap().WithZone(""),
 		accepted: make(chan *session),
 		winCh:    make(chan struct{}),
-		limiter:  map[string]time.Time{},
+		rlog:     newRateLog(r.Clock, r.LogInterval),
 	}
 	l.log = r.Logger.With(zap.String("relationship", r.Relationship), zap.Stringer("role", r.Role),
 		zap.Stringer("peer", r.peer))
@@ -587,25 +587,29 @@ func (l *Link) handshakeFailed(err error) {
 	l.log.Warn("failover handshake failed", zap.String("reason", label), zap.Error(err))
 }
 
-// allowLog reports whether a rate-limited message under key may be logged
-// now: at most once a minute per key.
-func (l *Link) allowLog(key string) bool {
-	now := l.clk.Now()
+// refused counts an incoming connection that did not become a session
+// (Stats.Rejected) and logs it, at most once per source IP and reason per
+// Config.LogInterval; the first line logged after a quiet spell is followed
+// by one saying how many were suppressed. Any goroutine.
+// why, if set, builds the error logged with it (only when logged: a flood
+// is refused without formatting a message per connection).
+func (l *Link) refused(remote net.Addr, src netip.Addr, reason string, why func() error) {
+	ok, suppressed, key := l.rlog.allow(src.String() + " " + reason)
+	if ok {
+		fields := []zap.Field{zap.String("reason", reason), zap.Stringer("remote", remote)}
+		if why != nil {
+			fields = append(fields, zap.Error(why()))
+		}
+		if key == overflowKey {
+			fields = append(fields, zap.Bool("rate-limit-table-full", true))
+		}
+		l.log.Warn("refused a failover connection", fields...)
+		if suppressed > 0 {
+			l.log.Warn("suppressed similar refusals", zap.String("reason", reason), zap.Stringer("source", src),
+				zap.Uint64("suppressed", suppressed), zap.Duration("interval", l.cfg.LogInterval))
+		}
+	}
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	if last, ok := l.limiter[key]; ok && now.Sub(last) < time.Minute {
-		return false
-	}
-	if len(l.limiter) >= 4096 {
-		for k, t := range l.limiter {
-			if now.Sub(t) >= time.Minute {
-				delete(l.limiter, k)
-			}
-		}
-		if len(l.limiter) >= 4096 {
-			return false // a flood of distinct sources: stay quiet until entries age
-		}
-	}
-	l.limiter[key] = now
-	return true
+	l.stats.rejected[reason]++ // after the log, so a reader of Stats sees both
+	l.mu.Unlock()
 }

@@ -126,7 +126,9 @@ func TestStrangerDroppedUnread(t *testing.T) {
 		raw.c.Write(b) // may fail: the secondary may have closed already
 		raw.expectClosed()
 	}
-	strangerLogs := func() int { return logs.FilterMessageSnippet("not the failover partner").Len() }
+	strangerLogs := func() int {
+		return logs.FilterMessage("refused a failover connection").FilterField(zap.String("reason", RejectNotPartner)).Len()
+	}
 	for i := range 3 {
 		knock(fmt.Sprintf("[2001:db8:9::9]:%d", 6000+i))
 	}
@@ -145,6 +147,15 @@ func TestStrangerDroppedUnread(t *testing.T) {
 	if n := strangerLogs(); n != 3 {
 		t.Fatalf("%d log lines after a minute, want 3", n)
 	}
+	// The line after the quiet minute says how many were held back: the
+	// second and third knock from 2001:db8:9::9.
+	sup := logs.FilterMessage("suppressed similar refusals").AllUntimed()
+	if len(sup) != 1 || sup[0].ContextMap()["suppressed"] != uint64(2) || sup[0].ContextMap()["source"] != "2001:db8:9::9" {
+		t.Fatalf("suppressed lines: %v", sup)
+	}
+	if s := sec.l.Stats(); s.Rejected[RejectNotPartner] != 5 || len(s.Rejected) != 1 {
+		t.Fatalf("Rejected %v, want 5 not-partner", s.Rejected)
+	}
 	if n := read.Load(); n != 0 {
 		t.Fatalf("%d bytes read from strangers", n)
 	}
@@ -161,18 +172,20 @@ func TestStrangerDroppedUnread(t *testing.T) {
 }
 
 // TestFloodDoesNotBlockPartner: 50 idle connections from the partner's IP
-// keep at most MaxPendingConns open (the oldest are evicted), and the real
+// keep at most MaxPendingConns (4 here) open (the oldest are evicted), and the real
 // primary still connects; the survivors die at HandshakeTimeout.
 func TestFloodDoesNotBlockPartner(t *testing.T) {
 	e := newEnv(t)
-	sec := startSecondary(t, e.config(Secondary))
+	sc := e.config(Secondary)
+	sc.MaxPendingConns = 4
+	sec := startSecondary(t, sc)
 	var flood []*rawPeer
 	for i := range 50 {
 		flood = append(flood, e.dialRaw(fmt.Sprintf("[2001:db8:1::1]:%d", 10000+i)))
 	}
 	eventually(t, "the flood to be capped", func() bool {
 		s := sec.l.Stats()
-		return s.PendingEvicted == 46 && s.Pending == DefaultMaxPendingConns
+		return s.PendingEvicted == 46 && s.Pending == 4
 	})
 	for _, raw := range flood[:46] {
 		raw.expectClosed()

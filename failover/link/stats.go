@@ -36,6 +36,12 @@ type Stats struct {
 	// "handshake-timeout", "protocol-error", "connection-lost", ...).
 	HandshakeFailures map[string]uint64
 
+	// Rejected counts the secondary's incoming connections that did not
+	// become a session, each once, by reason (the Reject* constants). It
+	// includes what StrangersDropped, PendingEvicted and HandshakeFailures
+	// count separately.
+	Rejected map[string]uint64
+
 	// ConnectAttempts counts the primary's dials.
 	ConnectAttempts uint64
 	// Sessions counts established sessions; Reconnects those after the first.
@@ -73,6 +79,7 @@ type counters struct {
 	rejectsReceived    map[wire.StatusCode]uint64
 	downs              map[string]uint64
 	handshakeFailures  map[string]uint64
+	rejected           map[string]uint64
 	connectAttempts    uint64
 	sessions           uint64
 	strangers          uint64
@@ -86,6 +93,7 @@ func (c *counters) init() {
 	c.rejectsReceived = map[wire.StatusCode]uint64{}
 	c.downs = map[string]uint64{}
 	c.handshakeFailures = map[string]uint64{}
+	c.rejected = map[string]uint64{}
 }
 
 // Stats returns a snapshot of the counters. Safe from any goroutine.
@@ -102,6 +110,7 @@ func (l *Link) Stats() Stats {
 		RejectsReceived:   copyMap(c.rejectsReceived),
 		Downs:             copyMap(c.downs),
 		HandshakeFailures: copyMap(c.handshakeFailures),
+		Rejected:          copyMap(c.rejected),
 		ConnectAttempts:   c.connectAttempts,
 		Sessions:          c.sessions,
 		StrangersDropped:  c.strangers,
