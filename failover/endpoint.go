@@ -34,7 +34,7 @@ type Store interface {
 // implements it): per-pool counts, and the prefixes to move.
 type PrefixPools interface {
 	PrefixPools() []server.PrefixPool
-	PrefixCandidates(pool netip.Prefix, n int, unrecorded bool, want func(*fsm.Binding) bool) []fsm.Resource
+	PrefixCandidates(pool, below netip.Prefix, n int, unrecorded bool, want func(*fsm.Binding) bool) []fsm.Resource
 }
 
 // DefaultPrefixShare is the fraction of the available delegable prefixes

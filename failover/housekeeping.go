@@ -100,10 +100,10 @@ func (e *Endpoint) rebalance(ctx context.Context) {
 // GiveOp for a chunk (one log entry), the owed observer wakes the sender.
 func (e *Endpoint) give(pool netip.Prefix, n uint64) error {
 	conflicts := 0
+	var below netip.Prefix // the walk resumes under the previous chunk
 	for n > 0 && e.rebalancing() {
 		now := e.clock.Now()
-		want := func(b *fsm.Binding) bool { _, err := update.GiveOp(b, b.Resource, now); return err == nil }
-		cands := e.cfg.Pools.PrefixCandidates(pool, int(min(n, giveChunk)), true, want)
+		cands := e.cfg.Pools.PrefixCandidates(pool, below, int(min(n, giveChunk)), true, update.Givable)
 		if len(cands) == 0 {
 			return nil
 		}
@@ -129,6 +129,7 @@ func (e *Endpoint) give(pool netip.Prefix, n uint64) error {
 			return err
 		}
 		n -= uint64(len(cands))
+		below = cands[len(cands)-1].Prefix()
 	}
 	return nil
 }
@@ -136,6 +137,7 @@ func (e *Endpoint) give(pool netip.Prefix, n uint64) error {
 // take sends take-backs for n of pool's FREE-BACKUP prefixes (those with
 // no update owed or in flight) and waits for their answers.
 func (e *Endpoint) take(ctx context.Context, pool netip.Prefix, n uint64) {
+	var below netip.Prefix // the walk resumes under the previous chunk
 	for n > 0 && e.rebalancing() {
 		want := func(b *fsm.Binding) bool {
 			if b.Status != fsm.StatusFreeBackup || b.Owed() {
@@ -146,10 +148,11 @@ func (e *Endpoint) take(ctx context.Context, pool netip.Prefix, n uint64) {
 			e.mu.Unlock()
 			return !busy
 		}
-		cands := e.cfg.Pools.PrefixCandidates(pool, int(min(n, giveChunk)), false, want)
+		cands := e.cfg.Pools.PrefixCandidates(pool, below, int(min(n, giveChunk)), false, want)
 		if len(cands) == 0 {
 			return
 		}
+		below = cands[len(cands)-1].Prefix()
 		var pending []<-chan struct{}
 		for _, r := range cands {
 			b, ok := e.lookup(r)

@@ -67,7 +67,12 @@ const MaxPrefixCandidates = 4096
 // far as they are returned, so a pool of 2^32 prefixes is never walked.
 // The result is a snapshot: commit against it with IfRev and expect
 // fsm.ErrConflict when a client got there first.
-func (s *Server) PrefixCandidates(prefix netip.Prefix, n int, unrecorded bool, want func(*fsm.Binding) bool) []fsm.Resource {
+//
+// below, when valid, resumes a walk: only prefixes lower than it are
+// considered, so a caller taking many chunks (the primary giving its share)
+// passes the last prefix of the previous chunk and the whole operation
+// costs the records once, not once per chunk.
+func (s *Server) PrefixCandidates(prefix, below netip.Prefix, n int, unrecorded bool, want func(*fsm.Binding) bool) []fsm.Resource {
 	n = min(n, MaxPrefixCandidates)
 	var p *pool
 	for _, q := range s.pools.pools {
@@ -78,8 +83,16 @@ func (s *Server) PrefixCandidates(prefix netip.Prefix, n int, unrecorded bool, w
 	if p == nil || n <= 0 {
 		return nil
 	}
+	start := p.set.last
+	if below.IsValid() {
+		slot, ok := p.slotOf(fsm.PrefixResource(below))
+		if !ok || slot == 0 {
+			return nil // below is not in this pool, or nothing lies under it
+		}
+		start = min(start, slot-1)
+	}
 	var out []fsm.Resource
-	p.walkDown(s.state.View(), unrecorded, func(slot uint64, b *fsm.Binding) bool {
+	p.walkDownFrom(s.state.View(), start, unrecorded, func(slot uint64, b *fsm.Binding) bool {
 		if (b == nil || want(b)) && !p.isReserved(slot) {
 			out = append(out, p.resource(slot))
 		}
@@ -135,7 +148,12 @@ func (p *pool) records(v *fsm.View, fn func(slot uint64, b *fsm.Binding) bool) {
 // each one with no record with b nil. Without unrecorded, it costs the
 // records of the pool; with it, also one step per unrecorded slot visited.
 func (p *pool) walkDown(v *fsm.View, unrecorded bool, visit func(slot uint64, b *fsm.Binding) bool) {
-	next, more := p.set.last, true // highest slot not yet visited
+	p.walkDownFrom(v, p.set.last, unrecorded, visit)
+}
+
+// walkDownFrom is walkDown starting at slot start (at most p.set.last).
+func (p *pool) walkDownFrom(v *fsm.View, start uint64, unrecorded bool, visit func(slot uint64, b *fsm.Binding) bool) {
+	next, more := start, true // highest slot not yet visited
 	// gap visits the unrecorded slots next down to (excluding) stop, or to 0
 	// when all is set; it reports whether to go on.
 	gap := func(stop uint64, all bool) bool {
@@ -153,6 +171,10 @@ func (p *pool) walkDown(v *fsm.View, unrecorded bool, visit func(slot uint64, b 
 		return true
 	}
 	top := fsm.Resource{Type: p.typ, Len: 128, IP: p.last.bytes()}
+	if start < p.set.last {
+		top = p.resource(start)
+		top.Len = 128 // at or below start's prefix, whatever its length
+	}
 	stopped := false
 	v.Descend(top, func(b *fsm.Binding) bool {
 		if b.Resource.Type != p.typ || u128From(b.Resource.IP).less(p.first) {

@@ -59,7 +59,7 @@ func TestPrefixPoolsAndCandidates(t *testing.T) {
 	}
 
 	own := func(b *fsm.Binding) bool { return b.Status == fsm.StatusFree }
-	got := h.srv.PrefixCandidates(pdPrefix, 4, true, own)
+	got := h.srv.PrefixCandidates(pdPrefix, netip.Prefix{}, 4, true, own)
 	if w := []fsm.Resource{slash56(1), slash56(3), slash56(4), slash56(6)}; !slices.Equal(got, w) {
 		t.Fatalf("own candidates = %v, want %v", got, w)
 	}
@@ -69,28 +69,55 @@ func TestPrefixPoolsAndCandidates(t *testing.T) {
 	if !p.reserve(slot) {
 		t.Fatal("reserve")
 	}
-	got = h.srv.PrefixCandidates(pdPrefix, 2, true, own)
+	got = h.srv.PrefixCandidates(pdPrefix, netip.Prefix{}, 2, true, own)
 	p.unreserve(slot)
 	if w := []fsm.Resource{slash56(3), slash56(4)}; !slices.Equal(got, w) {
 		t.Fatalf("own candidates with slash56(1) reserved = %v, want %v", got, w)
 	}
 	backup := func(b *fsm.Binding) bool { return b.Status == fsm.StatusFreeBackup }
-	got = h.srv.PrefixCandidates(pdPrefix, 100, false, backup)
+	got = h.srv.PrefixCandidates(pdPrefix, netip.Prefix{}, 100, false, backup)
 	if w := []fsm.Resource{slash56(0), slash56(5), slash56(9)}; !slices.Equal(got, w) {
 		t.Fatalf("FREE-BACKUP candidates = %v, want %v", got, w)
 	}
 	// The lowest prefix of the pool is reachable (the walk ends at slot 0).
 	low := fsm.PrefixResource(netip.PrefixFrom(pdPrefix.Addr(), 56))
 	h.put(fsm.Binding{Resource: low, Status: fb})
-	got = h.srv.PrefixCandidates(pdPrefix, 100, false, backup)
+	got = h.srv.PrefixCandidates(pdPrefix, netip.Prefix{}, 100, false, backup)
 	if len(got) != 4 || got[3] != low {
 		t.Fatalf("FREE-BACKUP candidates = %v, want 4 ending with %v", got, low)
 	}
-	if got := h.srv.PrefixCandidates(pdPrefix, 1<<20, true, own); len(got) != MaxPrefixCandidates {
+	if got := h.srv.PrefixCandidates(pdPrefix, netip.Prefix{}, 1<<20, true, own); len(got) != MaxPrefixCandidates {
 		t.Fatalf("%d candidates, want the cap %d", len(got), MaxPrefixCandidates)
 	}
-	if got := h.srv.PrefixCandidates(netip.MustParsePrefix("2001:db8:9900::/40"), 5, true, own); got != nil {
+	if got := h.srv.PrefixCandidates(netip.MustParsePrefix("2001:db8:9900::/40"), netip.Prefix{}, 5, true, own); got != nil {
 		t.Fatalf("candidates of an unknown pool = %v", got)
+	}
+	// A walk resumed with below, chunk after chunk, visits what one walk
+	// visits, in the same order (records and unrecorded prefixes mixed).
+	for _, c := range []struct {
+		unrecorded bool
+		want       func(*fsm.Binding) bool
+	}{{true, own}, {false, backup}} {
+		whole := h.srv.PrefixCandidates(pdPrefix, netip.Prefix{}, 40, c.unrecorded, c.want)
+		var chunked []fsm.Resource
+		var below netip.Prefix
+		for len(chunked) < len(whole) {
+			part := h.srv.PrefixCandidates(pdPrefix, below, 3, c.unrecorded, c.want)
+			if len(part) == 0 {
+				break
+			}
+			chunked = append(chunked, part...)
+			below = part[len(part)-1].Prefix()
+		}
+		if len(chunked) > len(whole) {
+			chunked = chunked[:len(whole)]
+		}
+		if !slices.Equal(chunked, whole) {
+			t.Fatalf("chunked walk (unrecorded %v) = %v, want %v", c.unrecorded, chunked, whole)
+		}
+	}
+	if got := h.srv.PrefixCandidates(pdPrefix, low.Prefix(), 5, true, own); got != nil {
+		t.Fatalf("candidates below the lowest prefix = %v", got)
 	}
 }
 
@@ -184,7 +211,7 @@ func BenchmarkPrefixPools(b *testing.B) {
 	})
 	b.Run("PrefixCandidates512", func(b *testing.B) {
 		for i := 0; i < b.N; i++ {
-			if got := h.srv.PrefixCandidates(big, 512, true, own); len(got) != 512 {
+			if got := h.srv.PrefixCandidates(big, netip.Prefix{}, 512, true, own); len(got) != 512 {
 				b.Fatal(len(got))
 			}
 		}

@@ -156,8 +156,8 @@ type latePools struct{ srv **server.Server }
 
 func (l latePools) PrefixPools() []server.PrefixPool { return (*l.srv).PrefixPools() }
 
-func (l latePools) PrefixCandidates(pool netip.Prefix, n int, unrecorded bool, want func(*fsm.Binding) bool) []fsm.Resource {
-	return (*l.srv).PrefixCandidates(pool, n, unrecorded, want)
+func (l latePools) PrefixCandidates(pool, below netip.Prefix, n int, unrecorded bool, want func(*fsm.Binding) bool) []fsm.Resource {
+	return (*l.srv).PrefixCandidates(pool, below, n, unrecorded, want)
 }
 
 func runDaemon(ctx context.Context, cfg *config.Config, log *zap.Logger) error {

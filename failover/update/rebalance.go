@@ -84,7 +84,7 @@ func GiveOp(local *fsm.Binding, r fsm.Resource, now time.Time) (fsm.Op, error) {
 	}
 	nb, rev := Blank(r), uint64(0)
 	if local != nil {
-		if _, ok := freeLike(local); !ok || Owner(local) != Primary || local.Resource != r {
+		if !Givable(local) || local.Resource != r {
 			return fsm.Op{}, fmt.Errorf("update: %v is %v, not available to the primary", r, local.Status)
 		}
 		nb, rev = *local, local.Rev
@@ -96,6 +96,14 @@ func GiveOp(local *fsm.Binding, r fsm.Resource, now time.Time) (fsm.Op, error) {
 	nb.PartnerLifetime, nb.AckedPartnerLifetime, nb.ExpirationTime = 0, 0, 0
 	nb.Flags = fsm.FlagUpdateOwed
 	return fsm.Op{Resource: r, IfRev: rev, Binding: nb}, nil
+}
+
+// Givable reports whether the recorded delegable prefix b may be handed to
+// the secondary (GiveOp would accept it): available, and the primary's. It
+// allocates nothing, so allocators may ask it of every record they pass.
+func Givable(b *fsm.Binding) bool {
+	_, ok := freeLike(b)
+	return ok && b.Resource.Type == fsm.IAPD && Owner(b) == Primary
 }
 
 // TakeBack returns the update that asks the secondary to give FREE-BACKUP
