@@ -134,7 +134,10 @@ type Endpoint struct {
 
 	svc   atomic.Pointer[machine.Service]
 	local atomic.Pointer[wire.StateInfo]
-	comm  atomic.Bool
+	// told is the STATE the link last took for a handshake (LocalState):
+	// Up compares it with the machine's, which may have moved since.
+	told atomic.Pointer[wire.StateInfo]
+	comm atomic.Bool
 	// status is a snapshot for `tandem status` (loop goroutine writes).
 	status atomic.Pointer[Status]
 
@@ -474,17 +477,48 @@ func (e *Endpoint) contact(at time.Time) {
 	e.lastContact.Store(at.UnixNano())
 }
 
-// LocalState implements link.Handler.
-func (e *Endpoint) LocalState() wire.StateInfo { return *e.local.Load() }
+// LocalState implements link.Handler: the STATE the link sends right
+// after a handshake (remembered, for Up).
+func (e *Endpoint) LocalState() wire.StateInfo {
+	ls := e.local.Load()
+	e.told.Store(ls)
+	return *ls
+}
 
-// Up implements link.Handler.
+// Up implements link.Handler. The handshake's STATE was taken before this
+// closure runs: if the machine's state moved in between while
+// communications were down (the STARTUP timer expiring as the connection
+// came up), the partner holds a stale STATE (still STARTUP, say) and would
+// wait for a change that already happened; the current one is sent unless
+// CommUp sends it anyway.
 func (e *Endpoint) Up(p link.Partner) {
 	e.skew.Store(int64(p.Skew / time.Second))
 	e.enqueue(func() {
 		e.contact(p.ReceivedAt)
-		e.do(e.m.CommUp(p.ReceivedAt, p.State))
+		acts := e.m.CommUp(p.ReceivedAt, p.State)
+		sends := false
+		for _, a := range acts {
+			sends = sends || a.Kind == machine.SendState
+		}
+		e.do(acts)
+		if told, now := e.told.Load(), e.m.LocalState(); !sends && e.m.CommOK() && (told == nil || !sameState(*told, now)) {
+			if err := e.link.SendState(now); err != nil && !errors.Is(err, link.ErrNotConnected) {
+				e.log.Warn("send STATE", zap.Error(err))
+			}
+		}
 		e.wakeSender()
 	})
+}
+
+// sameState reports whether two STATEs say the same.
+func sameState(a, b wire.StateInfo) bool {
+	pd := func(p *uint32) int64 {
+		if p == nil {
+			return -1
+		}
+		return int64(*p)
+	}
+	return a.State == b.State && a.Flags == b.Flags && a.StartTime == b.StartTime && pd(a.PartnerDownTime) == pd(b.PartnerDownTime)
 }
 
 // Down implements link.Handler.

@@ -441,10 +441,26 @@ type leaseView struct {
 	IAID   uint32
 }
 
+// freeView drops a free lease's last client: it is residue (a lone
+// IAPREFIX moving a prefix between the partners carries none, and each
+// side forgets a free record after its hold time on its own).
+func freeView(r fsm.Resource, v leaseView) leaseView {
+	if v.Status == fsm.StatusFree || v.Status == fsm.StatusFreeBackup {
+		v.DUID, v.IAID = "", 0
+	}
+	return v
+}
+
+// absentView is how a lease with no record counts: free, its owner's
+// (update.Destination: a prefix the primary's, an address its bit-127
+// owner's), as the allocators treat it.
+func absentView(r fsm.Resource) leaseView { return leaseView{Status: update.Destination(r)} }
+
 // leaseViews returns n's bindings as the partners must agree on them. A
 // received EXPIRED, RELEASED or RESET with no update owed counts as its
 // PENDING-FREE destination (failover/update decision 9: the receiver stores
-// it as received, the sender frees its own copy on the BNDREPLY).
+// it as received, the sender frees its own copy on the BNDREPLY); a free
+// lease carries no client (freeView).
 func (n *node) leaseViews() map[netip.Addr]leaseView {
 	out := map[netip.Addr]leaseView{}
 	for r, b := range n.bindings() {
@@ -455,7 +471,7 @@ func (n *node) leaseViews() map[netip.Addr]leaseView {
 				st = update.Destination(r)
 			}
 		}
-		out[r.Addr()] = leaseView{st, b.DUID, b.IAID}
+		out[r.Addr()] = freeView(r, leaseView{st, b.DUID, b.IAID})
 	}
 	return out
 }
@@ -463,16 +479,24 @@ func (n *node) leaseViews() map[netip.Addr]leaseView {
 // sameBindings reports the differences between the partners' tables ("" if none).
 func (p *pairEnv) sameBindings() string {
 	a, b := p.pri.leaseViews(), p.sec.leaseViews()
+	res := map[netip.Addr]fsm.Resource{}
+	for _, n := range []*node{p.pri, p.sec} {
+		for r := range n.bindings() {
+			res[r.Addr()] = r
+		}
+	}
 	var diff []string
 	for k, va := range a {
 		if vb, ok := b[k]; !ok {
-			diff = append(diff, fmt.Sprintf("%v only on the primary (%v)", k, va.Status))
+			if va != absentView(res[k]) {
+				diff = append(diff, fmt.Sprintf("%v only on the primary (%v)", k, va.Status))
+			}
 		} else if va != vb {
 			diff = append(diff, fmt.Sprintf("%v: primary %v %x/%d, secondary %v %x/%d", k, va.Status, va.DUID, va.IAID, vb.Status, vb.DUID, vb.IAID))
 		}
 	}
 	for k, vb := range b {
-		if _, ok := a[k]; !ok {
+		if _, ok := a[k]; !ok && vb != absentView(res[k]) {
 			diff = append(diff, fmt.Sprintf("%v only on the secondary (%v)", k, vb.Status))
 		}
 	}

@@ -67,9 +67,6 @@ func ack(local fsm.Binding, sent *fsm.Binding, status fsm.Status, stateExp *uint
 		out.Stale = append(out.Stale, local.Resource)
 		return
 	}
-	if plSent != 0 {
-		nb.AckedPartnerLifetime = max64(nb.AckedPartnerLifetime, plSent)
-	}
 	nb.PartnerLifetime = 0
 	nb.Flags &^= fsm.FlagUpdateOwed | fsm.FlagResent
 	if lone && status.Valid() && status != nb.Status {
@@ -78,6 +75,18 @@ func ack(local fsm.Binding, sent *fsm.Binding, status fsm.Status, stateExp *uint
 		// only now.
 		nb.Status = status
 		nb.StartTimeOfState = sent.StartTimeOfState
+	}
+	switch nb.Status {
+	case fsm.StatusActive:
+		if plSent != 0 {
+			nb.AckedPartnerLifetime = max64(nb.AckedPartnerLifetime, plSent)
+		}
+	case fsm.StatusFree, fsm.StatusFreeBackup:
+		// A free lease has no client: the partner lifetime sent with it
+		// (its state expiration time, PartnerLifetimeToSend) bounds no
+		// client's lease, and Grant would take it as the next client's
+		// acknowledged lifetime (beyond now + MCLT: the MCLT invariant).
+		nb.AckedPartnerLifetime = 0
 	}
 	if lone && stateExp != nil {
 		nb.StateExpirationTime = fromFO(*stateExp, now)
@@ -102,8 +111,9 @@ func ack(local fsm.Binding, sent *fsm.Binding, status fsm.Status, stateExp *uint
 // lease that lease; a success status is informational. For every accepted
 // lease whose local binding still says what was sent:
 //
-//	acked-partner-lifetime <- PARTNER_LIFETIME_SENT (the greatest: it stays
-//	                          with the same client, which current() checks)
+//	acked-partner-lifetime <- PARTNER_LIFETIME_SENT for an ACTIVE lease (the
+//	                          greatest: it stays with the same client, which
+//	                          current() checks); 0 for FREE or FREE-BACKUP
 //	partner-lifetime       <- 0; FlagUpdateOwed, FlagResent cleared
 //	EXPIRED, RELEASED, RESET -> PENDING-FREE -> Destination (FREE or
 //	                          FREE-BACKUP, events 5/6), start-time-of-state

@@ -246,3 +246,35 @@ func TestApplyBndReplyAcknowledgedUnchanged(t *testing.T) {
 		t.Fatalf("resent acknowledged lease: %d ops (%+v), acked %v; want no op and the lease acked", len(res.Ops), res.Ops, res.Acked)
 	}
 }
+
+// TestApplyBndReplyFreeNoAckedLifetime: acknowledging a FREE lease (one the
+// PARTNER-DOWN sweep or a release freed while the partner was away, sent
+// with its state expiration time as partner lifetime) leaves no
+// acknowledged partner lifetime behind: Grant would give the next client
+// that lifetime + MCLT instead of now + MCLT (found by the failover
+// simulation, seed 20).
+func TestApplyBndReplyFreeNoAckedLifetime(t *testing.T) {
+	st := newStore(t)
+	n := t0.Unix()
+	r := na("2001:db8::41")
+	b := active(r, duidA, 1, n-7200, 3600)
+	Free(at(-3600), &b, false)
+	b = freed(b, at(-60), 10*time.Minute) // FREE until now+9m, its hold
+	b.Flags |= fsm.FlagUpdateOwed         // as DuePendingFree leaves it
+	st.put(b)
+	ups, replies := sendAll(t, st, t0)
+	if pl := PartnerLifetimeToSend(&ups[0].Bindings[0]); pl == 0 {
+		t.Fatalf("the FREE lease went with no partner lifetime: the test no longer covers the case")
+	}
+	rr := ApplyBndReply(st.lookup, ups[0].Bindings, replies[0].ClientData(), time.Hour, t0)
+	st.mustApply(rr.Ops)
+	got := st.get(r)
+	if got.Status != fsm.StatusFree || got.Owed() || got.AckedPartnerLifetime != 0 {
+		t.Fatalf("acknowledged FREE: %+v, want FREE, nothing owed, no acknowledged partner lifetime", got)
+	}
+	nb := got
+	nb.Status, nb.DUID = fsm.StatusActive, duidA
+	if lt := Grant(t0, &nb, time.Hour, GrantParams{MCLT: time.Minute}); lt > time.Minute {
+		t.Fatalf("next grant of the acknowledged FREE lease: %v, beyond the MCLT (1m)", lt)
+	}
+}
