@@ -157,7 +157,11 @@ type Endpoint struct {
 	// never); written with every Contact, read by Status.
 	lastContact atomic.Int64
 	resync      resyncTracker // recovery transfers in progress (Status)
-	dnsWarned   atomic.Bool   // the §9 warning was logged
+
+	dirtyMu   sync.Mutex
+	dirty     []fsm.Resource // committed bindings that owe an update (sender)
+	dirtyFull bool           // scan everything owed instead
+	dnsWarned atomic.Bool    // the §9 warning was logged
 }
 
 // Status is the endpoint's state for operators.
@@ -309,17 +313,52 @@ func (e *Endpoint) Run(ctx context.Context) error {
 	}
 }
 
-// owedObserver wakes the sender when a committed binding owes an update.
-// It runs under the State's write lock: it only does a non-blocking send.
+// owedObserver tells the sender which committed bindings owe an update.
+// It runs under the State's write lock: it only appends to a bounded list
+// and does a non-blocking send.
 type owedObserver struct{ e *Endpoint }
 
 func (o owedObserver) BindingChanged(_, nb *fsm.Binding) {
 	if nb != nil && nb.Owed() {
-		o.e.wakeSender()
+		o.e.markDirty(nb.Resource)
 	}
 }
 
 func (o owedObserver) Reset(*fsm.View) { o.e.wakeSender() }
+
+// maxDirty bounds the list of changed resources the sender is told about;
+// beyond it the sender scans everything owed instead.
+const maxDirty = 4096
+
+// markDirty records that r now owes the partner an update and wakes the
+// sender, which sends just those (a full scan of the owed index on every
+// commit cost the primary 15% of its CPU at 3,000 leases/s).
+func (e *Endpoint) markDirty(r fsm.Resource) {
+	e.dirtyMu.Lock()
+	if !e.dirtyFull {
+		if len(e.dirty) < maxDirty {
+			e.dirty = append(e.dirty, r)
+		} else {
+			e.dirty, e.dirtyFull = nil, true
+		}
+	}
+	e.dirtyMu.Unlock()
+	select {
+	case e.wake <- struct{}{}:
+	default:
+	}
+}
+
+// takeDirty returns the resources changed since the last call, or full
+// when the sender must scan everything owed (a wake-up from anything but a
+// commit, or too many changes).
+func (e *Endpoint) takeDirty() (rs []fsm.Resource, full bool) {
+	e.dirtyMu.Lock()
+	defer e.dirtyMu.Unlock()
+	rs, full = e.dirty, e.dirtyFull
+	e.dirty, e.dirtyFull = nil, false
+	return rs, full
+}
 
 // enqueue schedules f on the loop goroutine (never blocks).
 func (e *Endpoint) enqueue(f func()) {
@@ -332,7 +371,12 @@ func (e *Endpoint) enqueue(f func()) {
 	}
 }
 
+// wakeSender makes the sender scan every owed binding (entering a state
+// that sends, a new connection, a rejected update to resend, ...).
 func (e *Endpoint) wakeSender() {
+	e.dirtyMu.Lock()
+	e.dirty, e.dirtyFull = nil, true
+	e.dirtyMu.Unlock()
 	select {
 	case e.wake <- struct{}{}:
 	default:
@@ -736,19 +780,27 @@ func (e *Endpoint) sender(ctx context.Context) {
 		// after an OutdatedBindingInformation dispute); the periodic scan
 		// sends everything owed (RFC 8156 §7.5.4).
 		sel := update.SelectEager
+		var dirty []fsm.Resource
+		full := true
 		select {
 		case <-ctx.Done():
 			return
 		case <-e.wake:
+			dirty, full = e.takeDirty()
 		case <-tick.C():
 			tick.Reset(e.cfg.ScanInterval)
 			sel = update.SelectOwed
+			e.takeDirty() // the full scan covers them
 		}
 		if !e.sending() {
 			continue
 		}
 		// A POOLREQ owed before this pass began goes out after it (§8.8).
 		poolReq := e.poolReqDue.Swap(false)
+		if !full && !poolReq {
+			e.sendDirty(ctx, dirty)
+			continue
+		}
 		var from fsm.Resource
 		started := false
 		for ctx.Err() == nil && e.sending() {
@@ -785,6 +837,38 @@ func (e *Endpoint) sender(ctx context.Context) {
 			if err := e.link.Send(wire.NewPoolReq(e.link.NewXID(), 0)); err != nil {
 				e.log.Debug("send POOLREQ", zap.Error(err))
 			}
+		}
+	}
+}
+
+// sendDirty sends the updates owed by the bindings of rs (the commits the
+// owed observer reported), skipping those no longer owed or in flight.
+// Sender goroutine.
+func (e *Endpoint) sendDirty(ctx context.Context, rs []fsm.Resource) {
+	if len(rs) == 0 {
+		return
+	}
+	todo := make([]fsm.Binding, 0, len(rs))
+	seen := make(map[fsm.Resource]struct{}, len(rs))
+	for _, r := range rs {
+		if _, dup := seen[r]; dup {
+			continue
+		}
+		seen[r] = struct{}{}
+		if b, ok := e.state.Get(r); ok && b.Owed() {
+			todo = append(todo, b)
+		}
+	}
+	e.mu.Lock()
+	todo = slices.DeleteFunc(todo, func(b fsm.Binding) bool { _, inFlight := e.busy[b.Resource]; return inFlight })
+	e.mu.Unlock()
+	ups, skipped := update.Updates(update.SelectEager(todo), e.clock.Now())
+	for _, b := range skipped {
+		e.log.Warn("binding cannot be described in a BNDUPD; not sent", zap.Stringer("resource", b.Resource))
+	}
+	for i := range ups {
+		if _, err := e.sendUpdate(ctx, &ups[i]); err != nil {
+			return
 		}
 	}
 }
@@ -973,8 +1057,7 @@ func (e *Endpoint) Grant(now time.Time, b *fsm.Binding, desired time.Duration) t
 	svc := e.svc.Load()
 	v := update.Grant(now, b, desired, update.GrantParams{MCLT: e.cfg.Link.MCLT, T1Fraction: e.cfg.T1Fraction,
 		PartnerDown: !svc.CapMCLT && !svc.PartnerDown.IsZero()})
-	e.wakeSender()
-	return v
+	return v // the owed observer wakes the sender once the change is committed
 }
 
 // Free marks a released or expired lease RELEASED/EXPIRED with an update owed.
@@ -983,7 +1066,7 @@ func (e *Endpoint) Free(now time.Time, b *fsm.Binding, released bool) {
 	e.mu.Lock()
 	e.unsent[b.Resource] = struct{}{}
 	e.mu.Unlock()
-	e.wakeSender()
+	// the owed observer wakes the sender once the change is committed
 }
 
 // UntrackedAvailable: an unrecorded address of our parity is ours; an
@@ -995,6 +1078,5 @@ func (e *Endpoint) UntrackedAvailable(t fsm.IAType) bool {
 
 // Changed owes the partner an update for another status change.
 func (e *Endpoint) Changed(now time.Time, b *fsm.Binding) {
-	update.Changed(now, b)
-	e.wakeSender()
+	update.Changed(now, b) // the observer wakes the sender after the commit
 }

@@ -974,8 +974,10 @@ func (s *sim) crashAction(a, b uint64) {
 	}
 	switch (a >> 3) % 6 {
 	case 0:
-		s.wipeAction(n, (a>>6)%4, (a>>8)%16)
-		return
+		if *simWipes {
+			s.wipeAction(n, (a>>6)%4, (a>>8)%16)
+			return
+		}
 	case 1, 2:
 		s.midStepCrash(b, (a>>1)%2 == 0)
 		return
