@@ -7,6 +7,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/urfave/cli/v2"
 	"go.uber.org/zap"
 
 	"github.com/tandem-dhcp/tandem/control"
@@ -91,4 +92,20 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// confirm asks question on stdout unless --yes was given and fails with
+// "not confirmed" unless the answer on stdin is "yes". Every command that
+// changes a server's data or failover state uses it.
+func confirm(e *env, c *cli.Context, question string) error {
+	if c.Bool("yes") {
+		return nil
+	}
+	fmt.Fprint(e.stdout, question+" Type 'yes': ")
+	var answer string
+	fmt.Fscanln(os.Stdin, &answer)
+	if answer != "yes" {
+		return cli.Exit("not confirmed: nothing changed", exitFailure)
+	}
+	return nil
 }

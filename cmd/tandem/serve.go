@@ -437,13 +437,8 @@ func failoverCommand(e *env) *cli.Command {
 				if err != nil {
 					return err
 				}
-				if !c.Bool("yes") {
-					fmt.Fprint(e.stdout, "Declare the partner DOWN? Only do this if it is really stopped. Type 'yes': ")
-					var answer string
-					fmt.Fscanln(os.Stdin, &answer)
-					if answer != "yes" {
-						return cli.Exit("not confirmed: nothing changed", exitFailure)
-					}
+				if err := confirm(e, c, "Declare the partner DOWN? Only do this if it is really stopped."); err != nil {
+					return err
 				}
 				st, err := cl.PartnerDown(c.Context)
 				if err != nil {
@@ -468,13 +463,8 @@ func failoverCommand(e *env) *cli.Command {
 				if err != nil {
 					return err
 				}
-				if !c.Bool("yes") {
-					fmt.Fprint(e.stdout, "Release the restored server's hold (it may start serving clients)? Type 'yes': ")
-					var answer string
-					fmt.Fscanln(os.Stdin, &answer)
-					if answer != "yes" {
-						return cli.Exit("not confirmed: nothing changed", exitFailure)
-					}
+				if err := confirm(e, c, "Release the restored server's hold (it may start serving clients)?"); err != nil {
+					return err
 				}
 				st, err := cl.Continue(c.Context)
 				if err != nil {

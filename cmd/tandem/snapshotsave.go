@@ -178,15 +178,10 @@ func snapshotRestore(e *env, c *cli.Context, arg string, asJSON bool) error {
 		return cli.Exit(restoreErr(err, dir), exitFailure)
 	}
 	h := info.Header
-	if !c.Bool("yes") {
-		fmt.Fprintf(e.stdout, "Replace the data dir %s by the snapshot %s (raft index %d, %d bindings, last command %s)?\n"+
-			"The current %s is kept as %s.before-restore-<time>. Type 'yes': ",
-			dir, path, h.Index, h.Count, orDash(fmtUnixNano(h.LastTime)), dir, dir)
-		var answer string
-		fmt.Fscanln(os.Stdin, &answer)
-		if answer != "yes" {
-			return cli.Exit("not confirmed: nothing changed", exitFailure)
-		}
+	if err := confirm(e, c, fmt.Sprintf("Replace the data dir %s by the snapshot %s (raft index %d, %d bindings, last command %s)?\n"+
+		"The current %s is kept as %s.before-restore-<time>.",
+		dir, path, h.Index, h.Count, orDash(fmtUnixNano(h.LastTime)), dir, dir)); err != nil {
+		return err
 	}
 	// 3. Restore (verifies again while copying; locks the dir itself).
 	rc, _, err = openSnapshotArg(arg)
