@@ -4,13 +4,12 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/tandem-dhcp/tandem/internal/netns"
+	"github.com/tandem-dhcp/tandem/internal/testfs"
 )
 
 // TestDiskFullThenRecovers runs a store on a 4 MiB tmpfs. Once a log write
@@ -19,31 +18,12 @@ import (
 // leader again), nothing is applied, and once space is freed Apply works
 // again on the same Store.
 func TestDiskFullThenRecovers(t *testing.T) {
-	mnt := t.TempDir()
-	if err := syscall.Mount("tmpfs", mnt, "tmpfs", 0, "size="+strconv.Itoa(4<<20)); err != nil {
-		t.Skipf("mount tmpfs (needs root): %v", err)
-	}
-	t.Cleanup(func() {
-		if err := syscall.Unmount(mnt, 0); err != nil {
-			t.Errorf("unmount: %v", err)
-			_ = syscall.Unmount(mnt, syscall.MNT_DETACH)
-		}
-	})
+	mnt := testfs.Tmpfs(t, 4<<20)
 	dir := filepath.Join(mnt, "data")
 	s := openT(t, Config{DataDir: dir})
 	t.Cleanup(func() { s.Close() })
 	filler := filepath.Join(mnt, "filler")
-	f, err := os.Create(filler)
-	if err != nil {
-		t.Fatal(err)
-	}
-	buf := make([]byte, 64<<10)
-	for {
-		if _, err := f.Write(buf); err != nil {
-			break
-		}
-	}
-	f.Close()
+	testfs.Fill(t, filler)
 	n := uint64(0)
 	for ; ; n++ {
 		if _, err := s.Apply(benchLease(n)); err != nil {

@@ -4,9 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -17,44 +15,9 @@ import (
 	"github.com/tandem-dhcp/tandem/fsm"
 	"github.com/tandem-dhcp/tandem/internal/clock"
 	"github.com/tandem-dhcp/tandem/internal/netns"
+	"github.com/tandem-dhcp/tandem/internal/testfs"
 	"github.com/tandem-dhcp/tandem/raftstore"
 )
-
-// tmpfs mounts a tmpfs of size bytes on a new temp dir and unmounts it when
-// the test ends (after cleanups registered later, such as closing a store on it).
-func tmpfs(t *testing.T, size int) string {
-	t.Helper()
-	dir := t.TempDir()
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size="+strconv.Itoa(size)); err != nil {
-		t.Skipf("mount tmpfs (needs root): %v", err)
-	}
-	t.Cleanup(func() {
-		if err := syscall.Unmount(dir, 0); err != nil {
-			t.Errorf("unmount %s: %v", dir, err)
-			_ = syscall.Unmount(dir, syscall.MNT_DETACH)
-		}
-	})
-	return dir
-}
-
-// fill writes path until the file system is full.
-func fill(t *testing.T, path string) {
-	t.Helper()
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	buf := make([]byte, 64<<10)
-	for {
-		if _, err := f.Write(buf); err != nil {
-			if !errors.Is(err, syscall.ENOSPC) {
-				t.Fatalf("fill %s: %v", path, err)
-			}
-			return
-		}
-	}
-}
 
 // TestDiskFullNoLeaseThenRecovers runs the server on a real raftstore in a
 // 4 MiB tmpfs. With the disk full: no client gets a lease (no Reply at all,
@@ -62,7 +25,7 @@ func fill(t *testing.T, path string) {
 // data dir, store-failed counts every transaction, and the outage is logged
 // once. Once space is freed, the same server and store serve again.
 func TestDiskFullNoLeaseThenRecovers(t *testing.T) {
-	mnt := tmpfs(t, 4<<20)
+	mnt := testfs.Tmpfs(t, 4<<20)
 	core, logs := observer.New(zap.InfoLevel)
 	h := &harness{t: t, dir: filepath.Join(mnt, "data"), clk: clock.NewFake(t0)}
 	h.cfg = testConfig()
@@ -78,7 +41,7 @@ func TestDiskFullNoLeaseThenRecovers(t *testing.T) {
 		h.exchange(newClient(i).solicit(rapid), dhcpv6.MessageTypeReply)
 	}
 	filler := filepath.Join(mnt, "filler")
-	fill(t, filler)
+	testfs.Fill(t, filler)
 	// bbolt may still have room in pages it allocated before: clients are
 	// served (and stored) until a write needs a new page.
 	i := 100

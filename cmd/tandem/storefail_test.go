@@ -5,80 +5,37 @@ package main
 // running daemon. docs/reliability/floods-and-disk.md describes them.
 
 import (
-	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv6"
-	"github.com/insomniacslk/dhcp/iana"
 
+	"github.com/tandem-dhcp/tandem/internal/dhcptest"
 	"github.com/tandem-dhcp/tandem/internal/netns"
+	"github.com/tandem-dhcp/tandem/internal/testfs"
 	"github.com/tandem-dhcp/tandem/raftstore"
 )
 
-// mountTmpfs mounts a tmpfs of size bytes on a new temp dir, unmounted when
-// the test ends: register it before anything that must stop first (a
-// daemon using it).
-func mountTmpfs(t *testing.T, size int) string {
-	t.Helper()
-	dir := t.TempDir()
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size="+strconv.Itoa(size)); err != nil {
-		t.Skipf("mount tmpfs (needs root): %v", err)
-	}
-	t.Cleanup(func() {
-		if err := syscall.Unmount(dir, 0); err != nil {
-			t.Errorf("unmount %s: %v", dir, err)
-			_ = syscall.Unmount(dir, syscall.MNT_DETACH)
-		}
-	})
-	return dir
-}
-
 // rapidSolicit is client n's Rapid Commit Solicit for one address.
-func rapidSolicit(n int) *dhcpv6.Message {
-	m, _ := dhcpv6.NewMessage()
-	m.MessageType = dhcpv6.MessageTypeSolicit
-	m.AddOption(dhcpv6.OptClientID(&dhcpv6.DUIDLL{HWType: iana.HWTypeEthernet,
-		LinkLayerAddr: net.HardwareAddr{2, 0, byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)}}))
-	m.AddOption(dhcpv6.OptElapsedTime(0))
-	m.AddOption(&dhcpv6.OptionGeneric{OptionCode: dhcpv6.OptionRapidCommit})
-	m.AddOption(&dhcpv6.OptIANA{IaId: [4]byte{0, 0, 0, 1}})
-	return m
-}
+func rapidSolicit(n int) *dhcpv6.Message { return dhcptest.New(n).Solicit(false, true) }
 
 // TestServeDiskFull: a daemon whose data dir is on an 8 MiB tmpfs. Once the
 // tmpfs is full, clients get no Reply (no lease that is not stored), the
 // store-failed metric moves, and the log says once what to do; once space
 // is freed, the same process serves again.
 func TestServeDiskFull(t *testing.T) {
-	mnt := mountTmpfs(t, 8<<20)
+	mnt := testfs.Tmpfs(t, 8<<20)
 	dataDir := filepath.Join(mnt, "data")
 	d := startOpDaemonIn(t, dataDir)
 	if r := d.exchange(t, rapidSolicit(1)); r.MessageType != dhcpv6.MessageTypeReply {
 		t.Fatalf("before filling the disk: %v", r.Summary())
 	}
 	filler := filepath.Join(mnt, "filler")
-	f, err := os.Create(filler)
-	if err != nil {
-		t.Fatal(err)
-	}
-	buf := make([]byte, 64<<10)
-	for {
-		if _, err := f.Write(buf); err != nil {
-			if !errors.Is(err, syscall.ENOSPC) {
-				t.Fatal(err)
-			}
-			break
-		}
-	}
-	f.Close()
+	testfs.Fill(t, filler)
 
 	// bbolt may have free pages left: leases are stored until it needs a
 	// new one. Each client answered now must hold a stored lease (checked
