@@ -87,8 +87,6 @@ type LineError struct {
 	Err  error
 }
 
-func (e LineError) Error() string { return fmt.Sprintf("line %d: %v", e.Line, e.Err) }
-
 // LeaseFile is a parsed lease file: the bindings in file order and the line
 // each one starts on.
 type LeaseFile struct {
@@ -106,21 +104,6 @@ func (f *LeaseFile) bad(line int, err error) {
 	if len(f.Errors) < maxLineErrors {
 		f.Errors = append(f.Errors, LineError{Line: line, Err: err})
 	}
-}
-
-// Err summarises the bad records (nil when there are none).
-func (f *LeaseFile) Err() error {
-	if f.Bad == 0 {
-		return nil
-	}
-	errs := make([]error, 0, len(f.Errors)+1)
-	for _, e := range f.Errors {
-		errs = append(errs, e)
-	}
-	if f.Bad > len(f.Errors) {
-		errs = append(errs, fmt.Errorf("... and %d more", f.Bad-len(f.Errors)))
-	}
-	return fmt.Errorf("%d bad records:\n%w", f.Bad, errors.Join(errs...))
 }
 
 // ReadLeaseFile parses a whole lease file. Bad records are collected (with

@@ -130,9 +130,6 @@ func ListenRemote(cfg RemoteConfig) (*Remote, error) {
 // Addr is the listening address.
 func (r *Remote) Addr() net.Addr { return r.l.Addr() }
 
-// Close stops listening.
-func (r *Remote) Close() error { return r.l.Close() }
-
 // Serve serves the control API to authenticated clients until ctx is done.
 func (r *Remote) Serve(ctx context.Context, b Backend) error {
 	return serveHTTP(ctx, r.l, r.authenticate(Handler(b)), zap.NewStdLog(r.log))

@@ -164,16 +164,6 @@ func (d *daemon) kill() {
 	<-d.done
 }
 
-// stop sends SIGTERM and waits for an orderly exit.
-func (d *daemon) stop(t *testing.T) {
-	_ = d.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-d.done:
-	case <-time.After(15 * time.Second):
-		t.Fatalf("tandem did not stop within 15s of SIGTERM")
-	}
-}
-
 func (tp *topo) leases(t *testing.T) []control.Lease {
 	t.Helper()
 	out, err := exec.Command(tandemBin, "lease", "list", "--socket", tp.socket(), "--json").Output()

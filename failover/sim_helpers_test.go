@@ -281,8 +281,6 @@ func (s *sim) fail(format string, args ...any) {
 
 func (s *sim) nodes() []*node { return []*node{s.p.pri, s.p.sec} }
 
-func (s *sim) running(n *node) bool { return n.ep != nil }
-
 // --- quiescence ---
 
 // idle reports what n is still doing ("" if nothing): closures queued for

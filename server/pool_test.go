@@ -16,10 +16,6 @@ func na(s string) fsm.Resource { return fsm.AddrResource(fsm.IANA, addr(s)) }
 
 func pd(s string) fsm.Resource { return fsm.PrefixResource(netip.MustParsePrefix(s)) }
 
-func addrPlus(a netip.Addr, n uint64) netip.Addr {
-	return netip.AddrFrom16(u128From(a.As16()).add(u128{0, n}).bytes())
-}
-
 // TestAddrPoolParity checks the slot <-> address mapping of address pools
 // for every parity and both parities of first/last: only addresses of the
 // pool's parity are slots, the range is inclusive at both ends, and

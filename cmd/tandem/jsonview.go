@@ -83,17 +83,6 @@ func countsJSON(c fsm.Counts) map[string]map[string]int {
 	return out
 }
 
-// countsTotal sums c.
-func countsTotal(c fsm.Counts) int {
-	n := 0
-	for _, t := range iaTypes {
-		for _, s := range statuses {
-			n += c[t][s]
-		}
-	}
-	return n
-}
-
 // duidHex is lowercase hex without separators ("" for none).
 func duidHex(b []byte) string { return hex.EncodeToString(b) }
 

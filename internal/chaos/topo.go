@@ -295,20 +295,6 @@ func (s *server) kill() {
 	s.kills++
 }
 
-// stop sends SIGTERM and waits up to 10 s, then SIGKILL.
-func (s *server) stop() {
-	if !s.alive() {
-		return
-	}
-	s.killing.Store(true)
-	_ = s.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-s.done:
-	case <-time.After(10 * time.Second):
-		s.kill()
-	}
-}
-
 // foStatus is the part of the failover status the chaos run reads.
 type foStatus struct {
 	State   string `json:"state"`
