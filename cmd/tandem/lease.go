@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -394,25 +395,25 @@ func leaseExportCommand(e *env) *cli.Command {
 				return err
 			}
 			var w io.Writer = e.stdout
-			var f *os.File
-			if fi, serr := os.Stat(out); out != "" && out != "-" && serr == nil && !fi.Mode().IsRegular() {
-				// A device or a pipe (/dev/null, a FIFO): write to it as it
-				// is; a temp file renamed over it would replace it.
-				dev, err := os.OpenFile(out, os.O_WRONLY, 0)
-				if err != nil {
-					return cli.Exit(err.Error(), exitFailure)
-				}
-				defer dev.Close()
-				w, out = dev, ""
-			}
+			var f *atomicFile
 			if out != "" && out != "-" {
-				tmp := out + ".tmp"
-				if f, err = os.Create(tmp); err != nil {
+				f, err = createAtomic(out)
+				switch {
+				case errors.Is(err, errNotRegular):
+					// A device or a pipe (/dev/null, a FIFO): write to it as
+					// it is; a temp file renamed over it would replace it.
+					dev, err := os.OpenFile(out, os.O_WRONLY, 0)
+					if err != nil {
+						return cli.Exit(err.Error(), exitFailure)
+					}
+					defer dev.Close()
+					w = dev
+				case err != nil:
 					return cli.Exit(err.Error(), exitFailure)
+				default:
+					defer f.abort() // removes the temp file unless committed
+					w = f
 				}
-				defer os.Remove(tmp) // gone once renamed
-				defer f.Close()
-				w = f
 			}
 			bar := progress.New(e.stderr, "exporting", 0)
 			lw := &lineCounter{w: w, bar: bar}
@@ -426,13 +427,10 @@ func leaseExportCommand(e *env) *cli.Command {
 				return cli.Exit(err.Error(), exitFailure)
 			}
 			if f != nil {
-				if err := f.Sync(); err != nil {
+				if err := f.sync(); err != nil {
 					return cli.Exit(err.Error(), exitFailure)
 				}
-				if err := f.Close(); err != nil {
-					return cli.Exit(err.Error(), exitFailure)
-				}
-				if err := os.Rename(out+".tmp", out); err != nil {
+				if err := f.commit(); err != nil {
 					return cli.Exit(err.Error(), exitFailure)
 				}
 				n := lw.n - 1 // the CSV header, or JSON's closing "]" line

@@ -57,51 +57,36 @@ type jsonSnapshotSave struct {
 
 func snapshotSave(e *env, c *cli.Context, file string, asJSON bool) error {
 	start := time.Now()
-	if fi, err := os.Stat(file); err == nil && fi.IsDir() {
-		return cli.Exit(fmt.Sprintf("%s is a directory: give the name of the snapshot file to write", file), exitFailure)
-	}
-	if fi, err := os.Stat(file); err == nil && !fi.IsDir() && !fi.Mode().IsRegular() {
-		return cli.Exit(fmt.Sprintf("%s is not a regular file (a device or a pipe): snapshot save writes FILE.tmp and renames it to FILE, which would replace it; give a file name", file), exitFailure)
-	}
 	cl, err := newClient(c)
 	if err != nil {
 		return err
 	}
-	tmp := file + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	out, err := createAtomic(file)
 	if err != nil {
-		return cli.Exit(fmt.Sprintf("cannot write %s: %v: check that the directory exists and is writable, or choose another FILE", tmp, err), exitFailure)
+		return cli.Exit(err.Error()+": snapshot save writes FILE.tmp and renames it to FILE; give the name of the snapshot file to write", exitFailure)
 	}
 	fail := func(msg string) error {
-		f.Close()
-		os.Remove(tmp)
-		return cli.Exit(msg, exitFailure)
+		out.abort()
+		return cli.Exit(msg+": nothing was written to "+file, exitFailure)
 	}
-	n, err := cl.SaveSnapshot(c.Context, f)
+	n, err := cl.SaveSnapshot(c.Context, out)
 	if err != nil {
-		return fail(err.Error() + ": nothing was written to " + file)
+		return fail(err.Error())
 	}
-	if err := f.Sync(); err != nil {
-		return fail(fmt.Sprintf("fsync %s: %v: is the disk full? nothing was written to %s", tmp, err, file))
+	if err := out.sync(); err != nil {
+		return fail(err.Error())
 	}
-	if err := f.Close(); err != nil {
-		return fail(fmt.Sprintf("close %s: %v: nothing was written to %s", tmp, err, file))
-	}
-	rf, err := os.Open(tmp)
+	rf, err := os.Open(out.tmpName())
 	if err != nil {
-		return fail(fmt.Sprintf("read back %s: %v", tmp, err))
+		return fail(fmt.Sprintf("read back %s: %v", out.tmpName(), err))
 	}
 	info := fsm.InspectSnapshot(rf)
 	rf.Close()
 	if info.Err != nil {
-		return fail(fmt.Sprintf("the snapshot received from the daemon does not verify (%v): nothing was written to %s; try again, and check the daemon's log", info.Err, file))
+		return fail(fmt.Sprintf("the snapshot received from the daemon does not verify (%v); try again, and check the daemon's log", info.Err))
 	}
-	if err := os.Rename(tmp, file); err != nil {
-		return fail(fmt.Sprintf("rename %s to %s: %v", tmp, file, err))
-	}
-	if d, err := os.Open(filepath.Dir(file)); err == nil {
-		_ = d.Sync()
-		d.Close()
+	if err := out.commit(); err != nil {
+		return fail(err.Error())
 	}
 	h, took := info.Header, time.Since(start)
 	if asJSON {
