@@ -921,8 +921,14 @@ func (e *Endpoint) answerUpdReq(xid uint32, all bool) {
 	for _, d := range pending {
 		<-d
 	}
-	if e.comm.Load() {
-		_ = e.link.Send(wire.NewUpdDone(xid, 0))
+	// Not gated on e.comm: that is the loop goroutine's view, published
+	// after it has processed Up, and a partner's UPDREQALL can arrive (and,
+	// with nothing to send, be answered) before that; skipping UPDDONE then
+	// left a fresh partner in RECOVER until the next connection. A link that
+	// is down refuses the Send; a new connection's partner ignores the old
+	// transaction-id.
+	if err := e.link.Send(wire.NewUpdDone(xid, 0)); err != nil && !errors.Is(err, link.ErrNotConnected) {
+		e.log.Debug("send UPDDONE", zap.Error(err))
 	}
 }
 
