@@ -80,12 +80,24 @@ func Cell(local, received fsm.Status) Rule {
 
 // ReceivedTime returns the time of a received lease that RFC 8156 §7.5.4
 // compares: for ACTIVE, EXPIRED and RELEASED the OPTION_CLT_TIME if present,
-// else the start-time-of-state; for the other statuses the later of the two.
+// else the OPTION_F_PARTNER_RAW_CLT_TIME if present (ours, with LocalTime:
+// docs/failover.md item 87), else the start-time-of-state; for the other
+// statuses the later of OPTION_CLT_TIME and the start-time-of-state.
+//
+// Invariant: for ACTIVE, EXPIRED and RELEASED, the time a receiver gives a
+// binding it received equals the time its sender gives it (LocalTime), so
+// the two servers compare the same two times, one from each side, and
+// crossing updates cannot both be accepted: the sender's BNDUPD carries
+// OPTION_CLT_TIME exactly when it has a client-last-transaction-time, and
+// its partner-raw-clt-time otherwise.
 func ReceivedTime(rec *Record) int64 {
 	switch rec.Status {
 	case fsm.StatusActive, fsm.StatusExpired, fsm.StatusReleased:
-		if rec.CLTT != 0 {
+		switch {
+		case rec.CLTT != 0:
 			return rec.CLTT
+		case rec.PartnerRawCLTT != 0:
+			return rec.PartnerRawCLTT
 		}
 		return rec.StartTimeOfState
 	}
@@ -104,9 +116,8 @@ func ReceivedTime(rec *Record) int64 {
 // (before that sweep) then looks older and is rejected, and the partner
 // rejects our EXPIRED by time(1): both owe their update until the renewed
 // lease runs out, and this server never learns of the renewal (a chaos run
-// found dozens after an 8 s outage). The received time for these statuses
-// is the sender's client transaction time too, so the two now compare like
-// with like.
+// found dozens after an 8 s outage). ReceivedTime takes the same step for
+// the same binding received, so both servers compare like with like.
 func LocalTime(b *fsm.Binding) int64 {
 	if b.CLTT != 0 {
 		return b.CLTT

@@ -2,6 +2,7 @@ package update
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"testing"
 
 	"github.com/tandem-dhcp/tandem/failover/wire"
@@ -287,5 +288,109 @@ func TestDecideConvergesOnTies(t *testing.T) {
 				t.Fatalf("the %s's binding won (%s / %s), want the %s's", got, priTakes.Reason, secTakes.Reason, c.winner)
 			}
 		})
+	}
+}
+
+// TestCrossingDeclineAndExpiry is the simulation's seed 2, at this
+// package's level and through the wire: the primary granted a lease (client
+// transaction at n), the secondary learnt it, the client declined it at the
+// primary 12 s later (ABANDONED, owed) and, the link being down, the
+// secondary expired it itself at n+65 (EXPIRED, owed; no
+// client-last-transaction-time of its own, the primary's n as its
+// partner-raw-clt-time). The two BNDUPDs cross. The secondary compares the
+// ABANDONED (n+12) with its EXPIRED's client transaction (n) and accepts;
+// the primary must compare the same two times and reject the EXPIRED. When
+// it compared its sweep time (n+65) instead, both accepted and swapped: the
+// primary ended EXPIRED (then free, the declined address reusable) and the
+// secondary ABANDONED, both NORMAL with nothing owed. Afterwards the
+// tables must agree.
+func TestCrossingDeclineAndExpiry(t *testing.T) {
+	n := t0.Unix()
+	r := na("2001:db8::13")
+	pri, sec := newStore(t), newStore(t)
+	pri.put(fsm.Binding{Resource: r, Status: fsm.StatusAbandoned, DUID: duidA, IAID: 1, PreferredLifetime: 60, ValidLifetime: 60,
+		CLTT: n + 12, StartTimeOfState: n + 12, StateExpirationTime: n + 12 + 86400, AckedPartnerLifetime: n + 630,
+		Flags: fsm.FlagUpdateOwed})
+	sec.put(fsm.Binding{Resource: r, Status: fsm.StatusExpired, DUID: duidA, IAID: 1, PreferredLifetime: 60, ValidLifetime: 60,
+		PartnerRawCLTT: n, StartTimeOfState: n + 65, Flags: fsm.FlagUpdateOwed})
+	now := at(90)
+
+	// Both build their update before either receives the other's.
+	build := func(st *store) Update {
+		ups, skipped := Updates(SelectOwed(st.all()), now)
+		if len(ups) != 1 || len(skipped) != 0 {
+			t.Fatalf("updates %v, skipped %v", ups, skipped)
+		}
+		return ups[0]
+	}
+	fromPri, fromSec := build(pri), build(sec)
+	receive := func(to *store, u Update, role Role) (Result, *wire.Message) {
+		m := wireTrip(t, u.Message(1, wire.ToFOTime(now)))
+		res := ApplyBndUpd(to.lookup, m.ClientData(), Params{Role: role}, now)
+		to.mustApply(res.Ops)
+		return res, wireTrip(t, res.Message(m.XID, wire.ToFOTime(now)))
+	}
+	secRes, secReply := receive(sec, fromPri, Secondary)
+	priRes, priReply := receive(pri, fromSec, Primary)
+	if !secRes.Outcomes[0].Accepted {
+		t.Errorf("secondary rejected the ABANDONED: %+v", secRes.Outcomes[0].Verdict)
+	}
+	if priRes.Outcomes[0].Accepted {
+		t.Errorf("primary accepted the EXPIRED (%s): both sides took the other's binding", priRes.Outcomes[0].Verdict.Reason)
+	}
+	pri.mustApply(ApplyBndReply(pri.lookup, fromPri.Bindings, secReply.ClientData(), 0, now).Ops)
+	sec.mustApply(ApplyBndReply(sec.lookup, fromSec.Bindings, priReply.ClientData(), 0, now).Ops)
+
+	// Whatever is still owed (the primary's resend after
+	// OutdatedBindingInformation) goes out until nothing is.
+	for i := 0; i < 4 && len(SelectOwed(pri.all()))+len(SelectOwed(sec.all())) > 0; i++ {
+		exchange(t, pri, sec, Primary, now)
+		exchange(t, sec, pri, Secondary, now)
+	}
+	p, s := pri.get(r), sec.get(r)
+	if p.Owed() || s.Owed() {
+		t.Fatalf("still owed after the exchanges: primary %+v, secondary %+v", p, s)
+	}
+	if p.Status != fsm.StatusAbandoned || s.Status != fsm.StatusAbandoned {
+		t.Fatalf("primary %v, secondary %v; want ABANDONED on both (the decline is the later information)", p.Status, s.Status)
+	}
+}
+
+// TestReceivedTimeIsSendersLocalTime: for ACTIVE, EXPIRED and RELEASED the
+// time a receiver compares for a binding it received is the time its
+// sender compares for the same binding, whichever of the
+// client-last-transaction-time and partner-raw-clt-time it has, through the
+// wire. Two servers then compare the same two times and crossing updates
+// are never both accepted (TestCrossingDeclineAndExpiry).
+func TestReceivedTimeIsSendersLocalTime(t *testing.T) {
+	rng := rand.New(rand.NewPCG(2, 8156))
+	n := t0.Unix()
+	now := at(7200)
+	for i := 0; i < 500; i++ {
+		st := []fsm.Status{fsm.StatusActive, fsm.StatusExpired, fsm.StatusReleased}[rng.IntN(3)]
+		b := fsm.Binding{Resource: na("2001:db8::1"), Status: st, DUID: duidA, IAID: 1, PreferredLifetime: 60, ValidLifetime: 60,
+			StartTimeOfState: n + rng.Int64N(3600)}
+		if rng.IntN(2) == 0 {
+			b.CLTT = n + rng.Int64N(3600)
+		}
+		if rng.IntN(2) == 0 {
+			b.PartnerRawCLTT = n + rng.Int64N(3600)
+		}
+		if st == fsm.StatusActive {
+			b.StateExpirationTime = n + 3600 + rng.Int64N(3600)
+		}
+		cd, err := ClientDataFor(b.DUID, []fsm.Binding{b}, now)
+		if err != nil {
+			t.Fatalf("%+v: %v", b, err)
+		}
+		m := wireTrip(t, wire.NewBndUpd(1, wire.ToFOTime(now), cd))
+		recs, err := ParseClientData(m.ClientData(), now)
+		if err != nil || len(recs) != 1 {
+			t.Fatalf("%+v: parsed %v, %v", b, recs, err)
+		}
+		if got, want := ReceivedTime(&recs[0]), LocalTime(&b); got != want {
+			t.Fatalf("%v with CLTT %d, partner-raw-clt-time %d, start %d: received time %d, sender's local time %d",
+				st, b.CLTT, b.PartnerRawCLTT, b.StartTimeOfState, got, want)
+		}
 	}
 }
