@@ -149,6 +149,10 @@ type node struct {
 	// onReceive, if set, sees every message the link delivers to the
 	// endpoint ep, just before ep does (on the link's goroutine).
 	onReceive func(ep *Endpoint, m *wire.Message)
+	// dropReceive, if set, is asked about every message the link delivers
+	// (after onReceive): true loses it before the endpoint sees it, as a
+	// connection that dies at that moment would.
+	dropReceive func(m *wire.Message) bool
 	// cfgEndpoint and cfgServer, if set, adjust the endpoint's and the DHCP
 	// server's configuration before each start.
 	cfgEndpoint func(*Config)
@@ -174,10 +178,16 @@ func (p *pairEnv) newNode(role link.Role) *node {
 type hookHandler struct {
 	*Endpoint
 	hook func(*Endpoint, *wire.Message)
+	drop func(*wire.Message) bool
 }
 
 func (h hookHandler) Receive(m *wire.Message, at time.Time) {
-	h.hook(h.Endpoint, m)
+	if h.hook != nil {
+		h.hook(h.Endpoint, m)
+	}
+	if h.drop != nil && h.drop(m) {
+		return
+	}
 	h.Endpoint.Receive(m, at)
 }
 
@@ -220,9 +230,9 @@ func (n *node) start() {
 		st.Close()
 		t.Fatalf("%s: failover.New: %v", n.name, err)
 	}
-	if n.onReceive != nil {
+	if n.onReceive != nil || n.dropReceive != nil {
 		// Same configuration, a handler that shows the test each message first.
-		l, err := link.New(ep.cfg.Link, hookHandler{ep, n.onReceive})
+		l, err := link.New(ep.cfg.Link, hookHandler{ep, n.onReceive, n.dropReceive})
 		if err != nil {
 			t.Fatalf("%s: link.New: %v", n.name, err)
 		}

@@ -16,6 +16,7 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv6"
 	"github.com/insomniacslk/dhcp/iana"
 
+	"github.com/tandem-dhcp/tandem/failover/machine"
 	"github.com/tandem-dhcp/tandem/failover/update"
 	"github.com/tandem-dhcp/tandem/failover/wire"
 	"github.com/tandem-dhcp/tandem/fsm"
@@ -320,5 +321,108 @@ func TestPDSweepFreesUnackedRelease(t *testing.T) {
 	lc, err := p.sec.rapidLease(c)
 	if err != nil || lc.addr != la.addr {
 		t.Fatalf("after the sweep: %v, %v; want %v again", lc.addr, err, la.addr)
+	}
+}
+
+// TestPDTakeBackReplyLost: the secondary commits a take-back (FREE) and
+// answers, and the answer never reaches the primary: the connection is cut
+// at that moment, or the primary restarts then. The primary still holds the
+// prefix FREE-BACKUP; the secondary owes it the FREE it committed and sends
+// it on the next connection, so both end with the same FREE-BACKUP set and
+// the primary delegates the prefix again. Before that fix nothing was owed
+// on either side and the prefix was lost to both pools (the simulation's
+// invariant 6, seeds 1032 and 1077).
+func TestPDTakeBackReplyLost(t *testing.T) {
+	for _, restart := range []bool{false, true} {
+		name := "cut"
+		if restart {
+			name = "restart"
+		}
+		t.Run(name, func(t *testing.T) {
+			var (
+				replies atomic.Int32
+				losing  atomic.Bool
+				lostCh  = make(chan netip.Prefix, 1)
+			)
+			// Threshold 1: the take of 2 below leaves the primary, when one
+			// answer is lost, 1 off its target: within the threshold, so no
+			// later rebalance takes the lost prefix back again and hides the
+			// loss.
+			p := upPair(t, pdSetup(1), func(p *pairEnv) {
+				p.pri.dropReceive = func(m *wire.Message) bool {
+					if m.Type != wire.MsgBndReply {
+						return false
+					}
+					if losing.Load() {
+						return true // whatever else was on the dying connection
+					}
+					lp := m.LonePrefix()
+					if lp == nil || lp.BindingStatus != wire.BindingFree || replies.Add(1) != 2 {
+						return false
+					}
+					// The second take-back's answer: the secondary has
+					// committed it (B8: a BNDREPLY follows the commit).
+					losing.Store(true)
+					if !restart {
+						p.net.Cut(priAddr, secAddr)
+					}
+					lostCh <- lp.Prefix
+					return true
+				}
+			})
+			p.waitShare(8)
+			// 4 of the primary's 8: 4 + 8 = 12 available, target 6: take 2.
+			for i := 0; i < 4; i++ {
+				if pf, st := p.pri.delegate(newClient(300 + i)); !pf.IsValid() {
+					t.Fatalf("primary: no prefix (status %d)", st)
+				}
+			}
+			p.waitAcked()
+			p.advance(time.Minute + time.Second)
+			var lost netip.Prefix
+			select {
+			case lost = <-lostCh:
+			case <-time.After(waitTimeout):
+				t.Fatal("no second take-back answer reached the primary")
+			}
+			r := fsm.PrefixResource(lost)
+			waitFor(t, "the secondary's take-back commit", func() bool {
+				b, ok := p.sec.store.State().Get(r)
+				return ok && b.Status == fsm.StatusFree
+			})
+			if b, ok := p.pri.store.State().Get(r); !ok || b.Status != fsm.StatusFreeBackup {
+				t.Fatalf("primary's %v after the lost answer: %+v, want still FREE-BACKUP", lost, b)
+			}
+			if restart {
+				p.pri.stop()
+				losing.Store(false)
+				p.pri.start()
+				p.connect()
+				p.advance(machine.DefaultStartupTime + time.Second)
+			} else {
+				waitFor(t, "both links down", func() bool { return !p.pri.stats().Connected && !p.sec.stats().Connected })
+				losing.Store(false)
+				p.connect()
+			}
+			p.waitStates("NORMAL", "NORMAL")
+			kept := p.waitShare(6)
+			if slices.Contains(kept, lost) {
+				t.Errorf("%v still FREE-BACKUP on both after the reconnect", lost)
+			}
+			if b, _ := p.pri.store.State().Get(r); b.Status != fsm.StatusFree {
+				t.Errorf("primary's %v: %v, want FREE (taken back)", lost, b.Status)
+			}
+			p.waitAcked()
+			if d := p.sameBindings(); d != "" {
+				t.Errorf("binding tables differ: %s", d)
+			}
+			// The primary delegates its 4 left plus the 2 taken back.
+			if got := p.pri.delegateAll(400); len(got) != 6 || !slices.Contains(got, lost) {
+				t.Errorf("the primary delegated %v after the take-back, want 6 including %v", got, lost)
+			}
+			if d := p.noDoubleActive(); d != "" {
+				t.Errorf("delegated to two clients: %s", d)
+			}
+		})
 	}
 }

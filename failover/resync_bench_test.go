@@ -358,7 +358,7 @@ func runResync(b *testing.B, n int) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	l, err := link.New(ep.cfg.Link, hookHandler{ep, func(_ *Endpoint, m *wire.Message) {
+	l, err := link.New(ep.cfg.Link, hookHandler{Endpoint: ep, hook: func(_ *Endpoint, m *wire.Message) {
 		if m.Type == wire.MsgUpdReqAll {
 			updReqAllAt.CompareAndSwap(0, time.Now().UnixNano())
 		}

@@ -37,6 +37,8 @@ var simRegressions = []struct {
 		"both sides rejected each other's update (Figure 4 \"accept\" tie) forever (failover/update tie)"},
 	{3, 225, false, "the secondary's STARTUP timer expired as the connection came up: the handshake had told the primary " +
 		"STARTUP, nothing told it PARTNER-DOWN, and the primary waited in RECOVER forever (Endpoint.Up resends the STATE)"},
+	{1032, 245, false, "a take-back's BNDREPLY lost with the connection: the primary kept FREE-BACKUP, the secondary FREE, " +
+		"nothing owed, and the prefix was lost to both pools (the secondary now owes the FREE: update.TakenBack)"},
 }
 
 // TestSimulate runs the RFC 8156 pair under a random, seeded schedule of

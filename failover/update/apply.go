@@ -111,6 +111,24 @@ func AfterOutdated(local fsm.Binding) (nb fsm.Binding, changed, sendNow bool) {
 	return nb, false, false
 }
 
+// TakenBack reports whether accepting rec over local is the secondary giving
+// a delegable prefix back to the primary (RFC 8156 §4.2.2: a lone IAPREFIX
+// with status FREE over a FREE-BACKUP prefix, or over a FREE one whose
+// news is still owed from an earlier take-back). The secondary then owes
+// the primary an update for it (FlagUpdateOwed, committed with the accept):
+// the primary stores FREE only when the BNDREPLY arrives, and a BNDREPLY
+// lost with the connection, or with a primary that restarts, would leave
+// the prefix FREE-BACKUP there and FREE here, owed by neither side and
+// delegable by neither server, for ever. The owed FREE goes out like any
+// other update (at once, and again after every reconnect, before POOLREQ);
+// the primary accepts it (decision 28 in the package documentation).
+func TakenBack(role Role, local *fsm.Binding, rec *Record) bool {
+	if role != Secondary || local == nil || !rec.Lone || rec.Resource.Type != fsm.IAPD || rec.Status != fsm.StatusFree {
+		return false
+	}
+	return local.Status == fsm.StatusFreeBackup || (local.Status == fsm.StatusFree && local.Owed())
+}
+
 // Params are what BNDUPD processing needs to know about the endpoint.
 type Params struct {
 	Role Role
@@ -210,7 +228,11 @@ func (pr *processor) lease(rec Record, rj *Reject) *wire.Status {
 	out.Verdict = v
 	if v.Accept {
 		out.Accepted = true
-		pr.res.Ops = append(pr.res.Ops, fsm.Op{Resource: rec.Resource, IfRev: rev, Binding: Accepted(local, &rec)})
+		nb := Accepted(local, &rec)
+		if TakenBack(pr.p.Role, local, &rec) {
+			nb.Flags |= fsm.FlagUpdateOwed
+		}
+		pr.res.Ops = append(pr.res.Ops, fsm.Op{Resource: rec.Resource, IfRev: rev, Binding: nb})
 		return nil
 	}
 	out.Reject = &Reject{Code: v.Code, Message: v.Reason}

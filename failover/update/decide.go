@@ -165,8 +165,9 @@ func SameClient(local *fsm.Binding, rec *Record) bool {
 // (§7.5.1), so "later" means later by more than Skew seconds, in every rule:
 //
 //   - accept: ReceivedTime(rec) later than LocalTime(local); when the two
-//     are essentially the same, tie breaks the tie so that exactly one of
-//     the two servers accepts the other's binding;
+//     are essentially the same, tie breaks the tie so that at least one of
+//     the two servers accepts the other's binding (exactly one, unless both
+//     hold the same free binding);
 //   - time(1): now later than local.StateExpirationTime (a local lease
 //     without one never runs out: reject);
 //   - time(2): the received OPTION_CLT_TIME present and later than
@@ -220,7 +221,8 @@ func Decide(local *fsm.Binding, rec *Record, role Role, now time.Time) Verdict {
 // found pairs stuck in NORMAL with updates owed on both sides). §7.5.4 asks
 // that "ultimately, the server with the most recent binding information
 // should have its update accepted", so a tie is broken such that exactly
-// one of the two servers accepts the other's binding:
+// one of the two servers accepts the other's binding (both, when the two
+// bindings say the same):
 //
 //  1. a lease bound to a client wins over one that is not (received ACTIVE
 //     over a local EXPIRED, RELEASED or free binding: accept; a local
@@ -228,8 +230,12 @@ func Decide(local *fsm.Binding, rec *Record, role Role, now time.Time) Verdict {
 //     is unknowable, and keeping the lease bound can only waste it until
 //     it runs out, while freeing it could give it to a second client;
 //  2. otherwise the raw times decide (later wins);
-//  3. equal times: the primary's binding wins (the secondary accepts), as
-//     accept(3) decides between two clients.
+//  3. equal times and the same free status (FREE or FREE-BACKUP): both
+//     servers hold the same information, and both accept (the secondary's
+//     FREE after a take-back, TakenBack, echoes what the primary stored on
+//     the BNDREPLY; rejecting it would make the primary owe it back);
+//  4. otherwise, equal times: the primary's binding wins (the secondary
+//     accepts), as accept(3) decides between two clients.
 //
 // ACTIVE against RESET or ABANDONED goes by 2 and 3 (the RESET side
 // decides by time(2), which has no tie-break).
@@ -244,6 +250,8 @@ func tie(rule Rule, local *fsm.Binding, rec *Record, rt, lt int64, role Role) Ve
 		return accept(rule, why, rt, lt, Skew, "the received one is later")
 	case rt < lt:
 		return refuse(rule, wire.StatusOutdatedBindingInformation, why, rt, lt, Skew, "the local one is later")
+	case rec.Status == local.Status && (local.Status == fsm.StatusFree || local.Status == fsm.StatusFreeBackup):
+		return accept(rule, why, rt, lt, Skew, "the same free binding")
 	case role == Secondary:
 		return accept(rule, why, rt, lt, Skew, "equal: the primary's binding wins")
 	}

@@ -140,6 +140,8 @@ func TestDecideMatrix(t *testing.T) {
 												wantAccept = true
 											case ls == fsm.StatusActive && free(rs):
 												wantAccept = false
+											case d == 0 && ls == rs && (ls == fsm.StatusFree || ls == fsm.StatusFreeBackup):
+												wantAccept = true // the same free binding: both accept
 											default:
 												wantAccept = d > 0 || d == 0 && role == Secondary
 											}

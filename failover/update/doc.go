@@ -78,7 +78,8 @@
 //     reject each other's update forever (a lease nobody uses again has no
 //     next client transaction to settle it): tie breaks it so that exactly
 //     one side accepts (the bound lease, else the later raw time, else the
-//     primary's). time(1) needs now more than 5 s past the local
+//     primary's), or both when both hold the same free binding (same
+//     FREE or FREE-BACKUP status and time: decision 28). time(1) needs now more than 5 s past the local
 //     state-expiration-time (a lease about to run out is protected); time(2)
 //     needs the received CLT_TIME more than 5 s after the local
 //     start-time-of-state. Disputes these leave (both sides rejecting) end
@@ -199,10 +200,26 @@
 //     decide; the caller picks which prefixes move. The
 //     primary commits FREE-BACKUP before sending it (it MUST NOT allocate
 //     the prefix once sent) but commits a take-back (FREE) only when the
-//     secondary accepts it.
+//     secondary accepts it (decision 28).
 //  27. Absolute times: fsm's 0 means unset and maps to an absent option;
 //     received failover times are read as the instant nearest now (serial
 //     arithmetic, FromFOTimeNear).
+//  28. A take-back's outcome must survive a lost BNDREPLY (§4.2.2 says only
+//     that an accepted take-back makes the prefix the primary's). The
+//     primary commits nothing before the answer (the secondary may have
+//     delegated the prefix), so the secondary, whose commit is the
+//     decision, records it as owed: accepting a lone FREE over its
+//     FREE-BACKUP prefix, or over a FREE whose news it still owes, it sets
+//     FlagUpdateOwed (TakenBack) in the same commit, and sends the primary a
+//     lone FREE like any owed update, again after every reconnect or
+//     primary restart, before its POOLREQ. The primary accepts it over its
+//     FREE-BACKUP (a later start-time-of-state) and, when the BNDREPLY did
+//     arrive, over the FREE it stored from it: the two say the same, and a
+//     tie between two equal free bindings is accepted on both sides
+//     (decide.go tie), so the echo costs one BNDUPD and BNDREPLY and owes
+//     nothing back. The alternative, a pending take-back persisted on the
+//     primary, would need a new binding flag in the log and snapshot format
+//     (refused by older builds) and count rules for prefixes in transit.
 //
 // # RFC text versus the digest (/work/shared/spec/rfc8156-digest.md)
 //

@@ -18,7 +18,7 @@ type Balance struct {
 	Give uint64
 	// Take is how many FREE-BACKUP prefixes to take back: for each, send
 	// TakeBack's update; the FREE status is committed when the BNDREPLY
-	// accepts it.
+	// accepts it (or when the secondary's own update says so: TakenBack).
 	Take uint64
 }
 
@@ -110,7 +110,10 @@ func Givable(b *fsm.Binding) bool {
 // prefix local back (a lone IAPREFIX with status FREE, RFC 8156 §4.2.2).
 // Nothing is committed before the answer: until the secondary accepts, the
 // prefix is still its own, and it rejects if it has delegated it. Pass the
-// BNDREPLY and u.Bindings[0] to ApplyBndReplyPrefix, which stores FREE.
+// BNDREPLY and u.Bindings[0] to ApplyBndReplyPrefix, which stores FREE. If
+// the answer is lost (connection or primary gone), nothing is owed here:
+// the secondary, which committed the FREE, owes it to the primary instead
+// (TakenBack) and sends it on the next connection.
 func TakeBack(local fsm.Binding, now time.Time) (Update, error) {
 	if local.Resource.Type != fsm.IAPD || local.Status != fsm.StatusFreeBackup {
 		return Update{}, fmt.Errorf("update: %v is %v, not a FREE-BACKUP prefix", local.Resource, local.Status)

@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tandem-dhcp/tandem/failover/wire"
 	"github.com/tandem-dhcp/tandem/fsm"
 )
 
@@ -144,5 +145,89 @@ func TestRebalanceMessages(t *testing.T) {
 	}
 	if _, err := TakeBack(prim.get(p1), now); err == nil {
 		t.Fatal("TakeBack of a FREE prefix")
+	}
+}
+
+// TestTakeBackOwedBySecondary: a take-back the secondary accepts leaves it
+// owing the primary that FREE, so that a BNDREPLY lost with the connection
+// (or with a primary that restarts) loses nothing: the secondary's own
+// update moves the primary's FREE-BACKUP to FREE. When the BNDREPLY did
+// arrive, the same update is accepted as the same free binding and nothing
+// stays owed on either side.
+func TestTakeBackOwedBySecondary(t *testing.T) {
+	prim, sec := newStore(t), newStore(t)
+	p1, p2, p3 := pd("2001:db8:1::/56"), pd("2001:db8:2::/56"), pd("2001:db8:3::/56")
+	for _, r := range []fsm.Resource{p1, p2, p3} {
+		op, err := GiveOp(nil, r, t0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		prim.mustApply([]fsm.Op{op})
+	}
+	exchange(t, prim, sec, Primary, t0)
+	// take sends the take-back and returns the secondary's BNDREPLY.
+	take := func(r fsm.Resource, now time.Time) (Update, *wire.LonePrefix) {
+		t.Helper()
+		u, err := TakeBack(prim.get(r), now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := wireTrip(t, u.Message(1, 0))
+		res := ApplyBndUpdPrefix(sec.lookup, m.LonePrefix(), Params{Role: Secondary}, now)
+		if res.Accepted() != 1 {
+			t.Fatalf("take-back of %v rejected: %+v", r, res.Outcomes)
+		}
+		sec.mustApply(res.Ops)
+		return u, wireTrip(t, res.Message(1, 0)).LonePrefix()
+	}
+	owed := func(s *store) (out []fsm.Resource) {
+		for _, b := range s.all() {
+			if b.Owed() {
+				out = append(out, b.Resource)
+			}
+		}
+		return out
+	}
+
+	// p1: the BNDREPLY is lost. p2: it arrives.
+	now := at(600)
+	take(p1, now)
+	u2, reply2 := take(p2, now)
+	prim.mustApply(ApplyBndReplyPrefix(prim.lookup, u2.Bindings[0], reply2, 0, now).Ops)
+	if b := prim.get(p1); b.Status != fsm.StatusFreeBackup {
+		t.Fatalf("primary's p1 with the answer lost: %+v, want still FREE-BACKUP", b)
+	}
+	if got := owed(sec); len(got) != 2 {
+		t.Fatalf("secondary owes %v after accepting two take-backs, want both", got)
+	}
+	// p3: taken back twice, both answers lost (the primary asked again on a
+	// stale count): the FREE stays owed.
+	take(p3, now)
+	take(p3, at(660))
+	if b := sec.get(p3); b.Status != fsm.StatusFree || !b.Owed() {
+		t.Fatalf("secondary's p3 after a second take-back: %+v, want FREE and still owed", b)
+	}
+
+	// The next connection: the secondary's owed updates.
+	exchange(t, sec, prim, Secondary, at(700))
+	c := Conditions{Role: Primary}
+	for _, r := range []fsm.Resource{p1, p2, p3} {
+		if b := prim.get(r); b.Status != fsm.StatusFree || !Available(c, &b, duidA, at(700)) {
+			t.Errorf("primary's %v after the secondary's update: %+v, want FREE, its own", r, b)
+		}
+		if b := sec.get(r); b.Status != fsm.StatusFree || Available(Conditions{Role: Secondary}, &b, duidB, at(700)) {
+			t.Errorf("secondary's %v: %+v, want FREE, not its own", r, b)
+		}
+	}
+	if a, b := owed(prim), owed(sec); len(a)+len(b) != 0 {
+		t.Fatalf("still owed: primary %v, secondary %v (an echo rejected, or accepted and echoed back)", a, b)
+	}
+	// A primary accepting a lone FREE owes nothing back; neither does a
+	// secondary accepting a FREE over a FREE it does not owe.
+	if TakenBack(Primary, ptr(prim.get(p1)), &Record{Binding: sec.get(p1), Lone: true}) {
+		t.Error("TakenBack on the primary")
+	}
+	if TakenBack(Secondary, ptr(sec.get(p1)), &Record{Binding: prim.get(p1), Lone: true}) {
+		t.Error("TakenBack over a FREE already acknowledged")
 	}
 }
