@@ -876,6 +876,15 @@ func (e *Endpoint) sendDirty(ctx context.Context, rs []fsm.Resource) {
 // answerUpdReq answers UPDREQ (owed updates) or UPDREQALL (everything):
 // BNDUPDs under flow control, then UPDDONE once every one was acknowledged.
 func (e *Endpoint) answerUpdReq(xid uint32, all bool) {
+	if all {
+		if err := e.holdForLostPartner(); err != nil {
+			// Answering without the holds could free leases the partner's
+			// clients still hold: leave the request unanswered; the partner
+			// drops the stalled connection and asks again.
+			e.log.Error("UPDREQALL not answered: holding the partner's leases failed", zap.Error(err))
+			return
+		}
+	}
 	// Stream from a consistent view in chunks, so a million bindings never
 	// sit in memory as one list; the link's window bounds what is in flight,
 	// and the done channels kept are only those not yet answered.
@@ -931,6 +940,66 @@ func (e *Endpoint) answerUpdReq(xid uint32, all bool) {
 		e.log.Debug("send UPDDONE", zap.Error(err))
 	}
 }
+
+// holdForLostPartner commits update.HoldForLostPartner for every binding
+// that needs it, in entries of holdChunk, before an UPDREQALL is answered:
+// the partner lost its database and may have renewed leases beyond what it
+// told us. A binding a client changed meanwhile is looked at again.
+func (e *Endpoint) holdForLostPartner() error {
+	held := 0
+	var from fsm.Resource
+	for {
+		var cands []fsm.Resource
+		now := e.clock.Now()
+		v := e.state.View()
+		v.Ascend(from, func(b *fsm.Binding) bool {
+			if b.Resource == from {
+				return true
+			}
+			if _, ok := update.HoldForLostPartner(b, e.cfg.Link.MCLT, now); ok {
+				cands = append(cands, b.Resource)
+			}
+			from = b.Resource
+			return len(cands) < holdChunk
+		})
+		if len(cands) == 0 {
+			break
+		}
+		for tries := 0; ; tries++ {
+			ops := make([]fsm.Op, 0, len(cands))
+			for _, r := range cands {
+				b, ok := e.lookup(r)
+				if !ok {
+					continue
+				}
+				if nb, hold := update.HoldForLostPartner(&b, e.cfg.Link.MCLT, now); hold {
+					ops = append(ops, fsm.Op{Resource: r, IfRev: b.Rev, Binding: nb})
+				}
+			}
+			if len(ops) == 0 {
+				break
+			}
+			_, err := e.cfg.Store.Apply(&fsm.Command{Type: fsm.CmdTxn, Time: now.UnixNano(), Origin: fsm.OriginFailover,
+				Note: fmt.Sprintf("partner lost its database (UPDREQALL): hold %d leases for the MCLT past what it may have promised", len(ops)), Ops: ops})
+			if errors.Is(err, fsm.ErrConflict) && tries < 5 {
+				continue // a client renewed one meanwhile: look again
+			}
+			if err != nil {
+				return fmt.Errorf("hold leases for the partner's clients: %w", err)
+			}
+			held += len(ops)
+			break
+		}
+	}
+	if held > 0 {
+		e.log.Info("partner lost its database: leases it may have renewed are held until the MCLT past its acknowledged lifetime",
+			zap.Int("held", held), zap.Duration("mclt", e.cfg.Link.MCLT))
+	}
+	return nil
+}
+
+// holdChunk is how many bindings one holdForLostPartner entry changes.
+const holdChunk = 1024
 
 // answerChunk is how many bindings answerUpdReq groups into updates at a time.
 const answerChunk = 4096

@@ -906,3 +906,69 @@ func TestPairResyncProgress(t *testing.T) {
 		return p.pri.ep.Status().ResyncSending == nil && p.sec.ep.Status().ResyncReceiving == nil
 	})
 }
+
+// TestPairLostStorageHoldsRenewals: the primary renews a lease while its
+// partner is away (legitimately: up to the MCLT past the partner lifetime
+// the secondary acknowledged), then loses its data dir before the update
+// reaches the secondary. The secondary knows only the first, MCLT-capped
+// end. Answering the recovering primary's UPDREQALL it must hold the lease
+// for the client until expiration-time + MCLT (update.HoldForLostPartner),
+// on both sides, so that it is not given to another client while the first
+// still holds it (simulation seed 25; docs/failover.md item 89).
+func TestPairLostStorageHoldsRenewals(t *testing.T) {
+	p := upPair(t)
+	c := newClient(7)
+	first := p.pri.lease(c) // in NORMAL: the MCLT
+	p.waitAcked()
+	firstEnd := p.clk.Now().Add(first.valid).Unix()
+	known, _ := p.sec.get(first.addr)
+	if known.StateExpirationTime != firstEnd || known.ExpirationTime == 0 {
+		t.Fatalf("the secondary knows %+v, want the lease ending at %d with an expiration-time", known, firstEnd)
+	}
+
+	p.sec.stop()
+	waitFor(t, "the primary in COMMUNICATIONS-INTERRUPTED", func() bool { return p.pri.state() == "COMMUNICATIONS-INTERRUPTED" })
+	p.advance(50 * time.Second) // the client renews before its 60 s run out
+	renewed := p.pri.renew(c, first.addr)
+	renewedEnd := p.clk.Now().Add(renewed.valid).Unix()
+	if renewed.addr != first.addr || renewedEnd <= firstEnd || renewedEnd > known.ExpirationTime+int64(testMCLT/time.Second) {
+		t.Fatalf("renewal gave %v until %d, want %v until after %d, at most the acknowledged partner lifetime %d + MCLT",
+			renewed.addr, renewedEnd, first.addr, firstEnd, known.ExpirationTime)
+	}
+	p.pri.stop()
+	p.pri.wipe()
+
+	p.sec.start()
+	p.pri.start()
+	p.connect()
+	waitFor(t, "the primary's UPDREQALL answered", func() bool { return p.pri.state() == "RECOVER-WAIT" })
+	for _, n := range []*node{p.sec, p.pri} {
+		b, ok := n.get(first.addr)
+		if !ok || b.Status != fsm.StatusActive || b.DUID != c.Key() || b.StateExpirationTime < renewedEnd {
+			t.Fatalf("%s after the UPDREQALL: %+v, want ACTIVE for the client until at least %d (the renewal's end)", n.name, b, renewedEnd)
+		}
+	}
+	p.advance(testMCLT)
+	p.waitStates("NORMAL", "NORMAL")
+	p.waitAcked()
+	if d := p.sameBindings(); d != "" {
+		t.Fatalf("binding tables differ: %s", d)
+	}
+	// Past the end the secondary knew, before the renewal's: the lease is
+	// still the client's on both sides, and another client asking for it
+	// gets something else.
+	if p.clk.Now().Unix() <= firstEnd || p.clk.Now().Unix() >= renewedEnd {
+		t.Fatalf("test timing: now %d, want between %d and %d", p.clk.Now().Unix(), firstEnd, renewedEnd)
+	}
+	for _, n := range []*node{p.sec, p.pri} {
+		if _, err := n.srv.Reclaim(); err != nil {
+			t.Fatal(err)
+		}
+		if b, _ := n.get(first.addr); b.Status != fsm.StatusActive {
+			t.Fatalf("%s: the renewed lease is %v before the renewal's end", n.name, b.Status)
+		}
+	}
+	if other := p.pri.rapidLeaseHint(newClient(8), first.addr); other.addr == first.addr {
+		t.Fatalf("%v given to a second client while the first holds it until %d", first.addr, renewedEnd)
+	}
+}

@@ -139,6 +139,9 @@ type simOptions struct {
 	// not checked for the clients; the databases must still be free of
 	// double ACTIVE after the pair reconnects and drains.
 	violate bool
+	// wipes includes data-dir wipes among the crashes (a node restarting
+	// with nothing, recovering through UPDREQALL).
+	wipes bool
 }
 
 // sim is one simulation run.
@@ -972,7 +975,7 @@ func (s *sim) crashAction(a, b uint64) {
 	}
 	switch (a >> 3) % 6 {
 	case 0:
-		if *simWipes {
+		if s.o.wipes {
 			s.wipeAction(n, (a>>6)%4, (a>>8)%16)
 			return
 		}

@@ -19,10 +19,9 @@ var (
 	simFirstSeed = flag.Uint64("firstseed", 1, "simulation: the first seed of -seeds (unset: from 1, skipping the simRegressions seeds, which run in TestSimulateRegressions)")
 	simSteps     = flag.Int("steps", 250, "simulation: steps per seed")
 	simLogLines  = flag.Int("simlog", 50, "simulation: how many of the last step log lines a failure prints")
-	// simWipes turns on data-dir wipes. Off in the normal test run: a wipe
-	// after an unacknowledged renewal is an open finding (docs/reliability/
-	// simulation.md) that fails some seeds; scripts/simulate turns it on.
-	simWipes = flag.Bool("wipes", false, "simulation: include data-dir wipes (open findings: see docs/reliability/simulation.md)")
+	// simWipes includes data-dir wipes among the crashes (-wipes=false
+	// leaves them out: scripts/simulate -no-wipes).
+	simWipes = flag.Bool("wipes", true, "simulation: include data-dir wipes among the crashes")
 )
 
 // simRegressions are seeds that once found a bug; each runs in the normal
@@ -31,14 +30,18 @@ var simRegressions = []struct {
 	seed    uint64
 	steps   int
 	violate bool
+	wipes   bool
 	why     string
 }{
-	{1, 60, false, "a Release in the same second as the grant, crossing with the partner's copy after a crash: " +
+	{1, 60, false, false, "a Release in the same second as the grant, crossing with the partner's copy after a crash: " +
 		"both sides rejected each other's update (Figure 4 \"accept\" tie) forever (failover/update tie)"},
-	{3, 225, false, "the secondary's STARTUP timer expired as the connection came up: the handshake had told the primary " +
+	{3, 225, false, false, "the secondary's STARTUP timer expired as the connection came up: the handshake had told the primary " +
 		"STARTUP, nothing told it PARTNER-DOWN, and the primary waited in RECOVER forever (Endpoint.Up resends the STATE)"},
-	{1032, 245, false, "a take-back's BNDREPLY lost with the connection: the primary kept FREE-BACKUP, the secondary FREE, " +
+	{1032, 245, false, false, "a take-back's BNDREPLY lost with the connection: the primary kept FREE-BACKUP, the secondary FREE, " +
 		"nothing owed, and the prefix was lost to both pools (the secondary now owes the FREE: update.TakenBack)"},
+	{25, 45, false, true, "the primary renewed a lease in COMMUNICATIONS-INTERRUPTED (within acked + MCLT) and lost its data dir: " +
+		"the secondary expired the lease at the end it knew and, after the primary's UPDREQALL, both gave it to a second " +
+		"client while the first held it (the secondary now holds leases to expiration-time + MCLT: update.HoldForLostPartner)"},
 }
 
 // TestSimulate runs the RFC 8156 pair under a random, seeded schedule of
@@ -66,7 +69,7 @@ func TestSimulateRegressions(t *testing.T) {
 		t.Run(fmt.Sprintf("seed%d", r.seed), func(t *testing.T) {
 			t.Parallel()
 			t.Logf("regression: %s", r.why)
-			s := newSim(t, simOptions{seed: r.seed, steps: r.steps, violate: r.violate})
+			s := newSim(t, simOptions{seed: r.seed, steps: r.steps, violate: r.violate, wipes: r.wipes})
 			s.run()
 		})
 	}
@@ -101,7 +104,7 @@ func runSims(t *testing.T, violate bool) {
 		for _, seed := range seeds {
 			t.Run(fmt.Sprint(seed), func(t *testing.T) {
 				t.Parallel()
-				s := newSim(t, simOptions{seed: seed, steps: *simSteps, violate: violate})
+				s := newSim(t, simOptions{seed: seed, steps: *simSteps, violate: violate, wipes: *simWipes})
 				defer func() {
 					mu.Lock()
 					defer mu.Unlock()

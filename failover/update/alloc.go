@@ -146,6 +146,8 @@ type Conditions struct {
 //     sent (c.Sent; RFC 8156 §4.2.2.1, §8.8.1). In PARTNER-DOWN it moves to
 //     PENDING-FREE without acknowledgement (event 4), no earlier than
 //     ReuseAt, and is then treated as its destination.
+//   - EXPIRED or RELEASED with a state expiration time ahead (HeldUntil:
+//     held for a partner that lost its database): to nobody.
 func Available(c Conditions, b *fsm.Binding, duid string, now time.Time) bool {
 	switch b.Status {
 	case fsm.StatusActive:
@@ -153,6 +155,9 @@ func Available(c Conditions, b *fsm.Binding, duid string, now time.Time) bool {
 	case fsm.StatusAbandoned:
 		return false
 	case fsm.StatusExpired, fsm.StatusReleased, fsm.StatusReset:
+		if _, held := HeldUntil(b, now); held {
+			return false // a lost partner's client may hold it (HoldForLostPartner)
+		}
 		if b.Owed() {
 			if b.Status != fsm.StatusReset && duid != "" && b.DUID == duid && c.Sent != nil && !c.Sent(b) {
 				return true

@@ -105,9 +105,19 @@ func ReceivedTime(rec *Record) int64 {
 }
 
 // LocalTime returns the time of a local binding that RFC 8156 §7.5.4
-// compares: the client-last-transaction-time if there is one; else, for
-// ACTIVE, EXPIRED and RELEASED, the partner-raw-clt-time (the client's last
-// transaction as the partner reported it); else the start-time-of-state.
+// compares: for ACTIVE, EXPIRED and RELEASED the client-last-transaction-
+// time if there is one, else the partner-raw-clt-time (the client's last
+// transaction as the partner reported it), else the start-time-of-state;
+// for the other statuses the later of the client-last-transaction-time and
+// the start-time-of-state.
+//
+// For those other statuses §7.5.4 says "client-last-transaction-time if one
+// appears" on the local side but "the later of" the two on the received
+// side; with the two rules, crossing updates whose times fall between a
+// binding's last client transaction and its state change (a Decline, an
+// operator reset) were both accepted and the servers swapped versions. We
+// use the received side's rule on both (docs/failover.md item 87): the
+// state change is the binding's latest news.
 //
 // The partner-raw-clt-time step is ours (docs/failover.md item 87): §7.5.4
 // goes straight to the start-time-of-state, which for a lease this server
@@ -119,16 +129,17 @@ func ReceivedTime(rec *Record) int64 {
 // found dozens after an 8 s outage). ReceivedTime takes the same step for
 // the same binding received, so both servers compare like with like.
 func LocalTime(b *fsm.Binding) int64 {
-	if b.CLTT != 0 {
-		return b.CLTT
-	}
 	switch b.Status {
 	case fsm.StatusActive, fsm.StatusExpired, fsm.StatusReleased:
-		if b.PartnerRawCLTT != 0 {
+		switch {
+		case b.CLTT != 0:
+			return b.CLTT
+		case b.PartnerRawCLTT != 0:
 			return b.PartnerRawCLTT
 		}
+		return b.StartTimeOfState
 	}
-	return b.StartTimeOfState
+	return max64(b.CLTT, b.StartTimeOfState)
 }
 
 // Verdict is the decision on one received lease.
@@ -211,7 +222,7 @@ func Decide(local *fsm.Binding, rec *Record, role Role, now time.Time) Verdict {
 	case -1:
 		return refuse(rule, wire.StatusOutdatedBindingInformation, "received time %d earlier than local %d", rt, lt)
 	}
-	return tie(rule, local, rec, rt, lt, role)
+	return tie(rule, local, rec, rt, lt, role, now)
 }
 
 // tie decides an "accept" cell whose two times are essentially the same
@@ -228,7 +239,12 @@ func Decide(local *fsm.Binding, rec *Record, role Role, now time.Time) Verdict {
 //     over a local EXPIRED, RELEASED or free binding: accept; a local
 //     ACTIVE over a received RELEASED: reject). Within the skew the order
 //     is unknowable, and keeping the lease bound can only waste it until
-//     it runs out, while freeing it could give it to a second client;
+//     it runs out, while freeing it could give it to a second client. An
+//     ACTIVE lease whose state-expiration-time has passed is bound to no
+//     one: a sender's ACTIVE update that crossed the receiver's own expiry
+//     of the lease (simulation seed 18) must not bring it back, or the
+//     receiver holds ACTIVE what its partner, accepting the receiver's
+//     EXPIRED by time(1), holds EXPIRED;
 //  2. otherwise the raw times decide (later wins);
 //  3. equal times and the same free status (FREE or FREE-BACKUP): both
 //     servers hold the same information, and both accept (the secondary's
@@ -237,14 +253,14 @@ func Decide(local *fsm.Binding, rec *Record, role Role, now time.Time) Verdict {
 //  4. otherwise, equal times: the primary's binding wins (the secondary
 //     accepts), as accept(3) decides between two clients.
 //
-// ACTIVE against RESET or ABANDONED goes by 2 and 3 (the RESET side
+// ACTIVE against RESET or ABANDONED goes by 2 and 4 (the RESET side
 // decides by time(2), which has no tie-break).
-func tie(rule Rule, local *fsm.Binding, rec *Record, rt, lt int64, role Role) Verdict {
+func tie(rule Rule, local *fsm.Binding, rec *Record, rt, lt int64, role Role, now time.Time) Verdict {
 	const why = "times %d and %d essentially the same (±%d s): %s"
 	switch {
-	case rec.Status == fsm.StatusActive && unbound(local.Status):
+	case rec.Status == fsm.StatusActive && rec.StateExpirationTime > now.Unix() && unbound(local.Status):
 		return accept(rule, why, rt, lt, Skew, "the bound lease wins")
-	case local.Status == fsm.StatusActive && unbound(rec.Status):
+	case local.Status == fsm.StatusActive && local.StateExpirationTime > now.Unix() && unbound(rec.Status):
 		return refuse(rule, wire.StatusOutdatedBindingInformation, why, rt, lt, Skew, "the local bound lease wins")
 	case rt > lt:
 		return accept(rule, why, rt, lt, Skew, "the received one is later")

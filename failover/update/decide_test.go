@@ -138,8 +138,10 @@ func TestDecideMatrix(t *testing.T) {
 											switch {
 											case rs == fsm.StatusActive && free(ls):
 												wantAccept = true
+											case ls == fsm.StatusActive && free(rs) && expOff > 0:
+												wantAccept = false // a local ACTIVE that has run out is bound to no one
 											case ls == fsm.StatusActive && free(rs):
-												wantAccept = false
+												wantAccept = d > 0 || d == 0 && role == Secondary
 											case d == 0 && ls == rs && (ls == fsm.StatusFree || ls == fsm.StatusFreeBackup):
 												wantAccept = true // the same free binding: both accept
 											default:
@@ -369,7 +371,9 @@ func TestReceivedTimeIsSendersLocalTime(t *testing.T) {
 	n := t0.Unix()
 	now := at(7200)
 	for i := 0; i < 500; i++ {
-		st := []fsm.Status{fsm.StatusActive, fsm.StatusExpired, fsm.StatusReleased}[rng.IntN(3)]
+		all := []fsm.Status{fsm.StatusActive, fsm.StatusExpired, fsm.StatusReleased, fsm.StatusAbandoned,
+			fsm.StatusReset, fsm.StatusFree, fsm.StatusFreeBackup}
+		st := all[rng.IntN(len(all))]
 		b := fsm.Binding{Resource: na("2001:db8::1"), Status: st, DUID: duidA, IAID: 1, PreferredLifetime: 60, ValidLifetime: 60,
 			StartTimeOfState: n + rng.Int64N(3600)}
 		if rng.IntN(2) == 0 {
@@ -394,5 +398,36 @@ func TestReceivedTimeIsSendersLocalTime(t *testing.T) {
 			t.Fatalf("%v with CLTT %d, partner-raw-clt-time %d, start %d: received time %d, sender's local time %d",
 				st, b.CLTT, b.PartnerRawCLTT, b.StartTimeOfState, got, want)
 		}
+	}
+}
+
+// TestTieRunOutActive is simulation seed 18: the secondary's ACTIVE update
+// (sent for a partner lifetime, the lease ending at 898) crossed the
+// primary's own expiry of the lease at 900, and the secondary's reclaimer
+// expired its copy too before the primary's EXPIRED arrived. The secondary
+// accepts that EXPIRED (equal times: the primary's binding wins); the
+// primary must not take the run-out ACTIVE as "bound" and accept it too,
+// or the two swap versions and settle ACTIVE on one side only.
+func TestTieRunOutActive(t *testing.T) {
+	now := at(900)
+	u := func(s int64) int64 { return at(s).Unix() }
+	r := na("2001:db8:1::1007")
+	primary := fsm.Binding{Resource: r, Status: fsm.StatusExpired, DUID: duidA, IAID: 1, CLTT: u(298),
+		StartTimeOfState: u(900), Flags: fsm.FlagUpdateOwed}
+	sent := fsm.Binding{Resource: r, Status: fsm.StatusActive, DUID: duidA, IAID: 1, PartnerRawCLTT: u(298),
+		StartTimeOfState: u(14), StateExpirationTime: u(898), Flags: fsm.FlagUpdateOwed}
+	fromSecondary := Record{Binding: sent}
+	secondary := sent // then its reclaimer ran
+	Free(now, &secondary, false)
+	fromPrimary := Record{Binding: primary}
+	pv := Decide(&primary, &fromSecondary, Primary, now)
+	sv := Decide(&secondary, &fromPrimary, Secondary, now)
+	if pv.Accept || !sv.Accept {
+		t.Fatalf("primary accepts the run-out ACTIVE: %v (%s); secondary accepts EXPIRED: %v (%s); want false, true",
+			pv.Accept, pv.Reason, sv.Accept, sv.Reason)
+	}
+	// While the lease still runs, the bound lease wins the tie.
+	if v := Decide(&primary, &fromSecondary, Primary, at(897)); !v.Accept {
+		t.Fatalf("before its end the ACTIVE lease should win the tie: %s", v.Reason)
 	}
 }

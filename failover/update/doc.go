@@ -18,7 +18,8 @@
 //     (ReuseAt, PartnerPoolAt, DuePendingFree);
 //   - proportional rebalancing (§4.2.2): Rebalance, GiveOp, TakeBack;
 //   - UPDREQ / UPDREQALL selection (§5.3.5, §5.3.6): SelectOwed, SelectAll,
-//     SelectEager.
+//     SelectEager; the holds before answering an UPDREQALL of a partner
+//     that lost its database (HoldForLostPartner).
 //
 // It must never: start goroutines, do I/O, read a clock, keep state between
 // calls, or import failover/link, raftstore or server.
@@ -220,6 +221,19 @@
 //     nothing back. The alternative, a pending take-back persisted on the
 //     primary, would need a new binding flag in the log and snapshot format
 //     (refused by older builds) and count rules for prefixes in transit.
+//  29. A partner that lost its database (UPDREQALL, §8.5.2) may have renewed
+//     leases beyond what it told us, up to the MCLT past the later of our
+//     expiration-time and the moment it renewed; its RECOVER-WAIT (§8.6)
+//     stops it serving for one MCLT but does not stop us reusing those
+//     leases. Before answering an UPDREQALL the endpoint commits
+//     HoldForLostPartner for every binding: an ACTIVE lease ends no earlier
+//     than max(expiration-time, now) + MCLT, and an EXPIRED or RELEASED one
+//     still owed gets that as a state expiration time during which it goes
+//     to nobody (Available) and which an acknowledgement does not cut short
+//     (ApplyBndReply); the answer carries both to the partner.
+//  30. Within the skew, a lease "bound to a client" for the tie-break is an
+//     ACTIVE one whose state-expiration-time is still ahead: an ACTIVE
+//     update that crossed the receiver's own expiry must not revive it.
 //
 // # RFC text versus the digest (/work/shared/spec/rfc8156-digest.md)
 //

@@ -91,8 +91,16 @@ func ack(local fsm.Binding, sent *fsm.Binding, status fsm.Status, stateExp *uint
 	if lone && stateExp != nil {
 		nb.StateExpirationTime = fromFO(*stateExp, now)
 	}
-	switch nb.Status {
-	case fsm.StatusExpired, fsm.StatusReleased, fsm.StatusReset, fsm.StatusPendingFree:
+	switch _, held := HeldUntil(&nb, now); {
+	case held:
+		// Held for a lost partner's clients (HoldForLostPartner): it stays
+		// EXPIRED or RELEASED, nothing owed, until its state expiration
+		// time; the reclaimer then clears the timer and it is free. The
+		// old client's partner times go now, as freed does: they must not
+		// cap or extend the next client's lease.
+		nb.PartnerLifetime, nb.AckedPartnerLifetime, nb.ExpirationTime = 0, 0, 0
+	case nb.Status == fsm.StatusExpired, nb.Status == fsm.StatusReleased, nb.Status == fsm.StatusReset,
+		nb.Status == fsm.StatusPendingFree:
 		nb = freed(nb, now, hold)
 		out.Freed = append(out.Freed, local.Resource)
 	}
