@@ -655,7 +655,11 @@ func (s *Server) grant(req *request, md mode, plan *txnPlan, in iaIn, r fsm.Reso
 	pref, desired := s.lifetimes(req.sn)
 	now := req.now
 	nb := fsm.Binding{Resource: r, Status: fsm.StatusActive, DUID: req.duid, StartTimeOfState: now.Unix()}
+	var promised int64 // the end an earlier Reply may have given this client
 	if old != nil {
+		if old.Status == fsm.StatusActive && old.DUID == req.duid && old.IAID == in.iaid {
+			promised = old.StateExpirationTime
+		}
 		nb = *old
 		if nb.Status != fsm.StatusActive {
 			nb.StartTimeOfState = now.Unix()
@@ -678,7 +682,11 @@ func (s *Server) grant(req *request, md mode, plan *txnPlan, in iaIn, r fsm.Reso
 	nb.PreferredLifetime = uint32(pref / time.Second)
 	nb.ValidLifetime = uint32(valid / time.Second)
 	nb.CLTT = now.Unix()
-	nb.StateExpirationTime = now.Add(valid).Unix()
+	// A renewal may give less than before (the failover MCLT cap, a lower
+	// configured lifetime). The record keeps the earlier end: the client
+	// may never get this Reply and hold the lease until then, so the lease
+	// must not expire, and be freed by either partner, before it.
+	nb.StateExpirationTime = max(now.Add(valid).Unix(), promised)
 	if plan.granted == nil {
 		plan.granted = map[fsm.Resource]bool{}
 	}

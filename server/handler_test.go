@@ -203,6 +203,53 @@ func TestClientsGetOwnAddresses(t *testing.T) {
 	}
 }
 
+// shrinkingPolicy is Standalone whose grants are capped at cap once set
+// (as the failover MCLT cap does in COMMUNICATIONS-INTERRUPTED).
+type shrinkingPolicy struct {
+	Standalone
+	cap *time.Duration
+}
+
+func (p shrinkingPolicy) Grant(_ time.Time, _ *fsm.Binding, desired time.Duration) time.Duration {
+	if *p.cap > 0 {
+		return min(desired, *p.cap)
+	}
+	return desired
+}
+
+// TestRenewShorterKeepsPromisedEnd: a renewal that gives the client less
+// than its earlier lease still had (chaos finding 4: a partner's renewal
+// under the MCLT cap after a full one) tells the client the shorter
+// lifetime, but the record keeps the earlier end: the client may never get
+// the Reply, and the lease must not be freed before the end it was given.
+// A later renewal beyond it moves the end on as usual.
+func TestRenewShorterKeepsPromisedEnd(t *testing.T) {
+	t.Parallel()
+	var capped time.Duration
+	h := newHarness(t, func(c *Config) { c.Policy = shrinkingPolicy{Standalone{Hold: time.Hour}, &capped} })
+	c := newClient(1)
+	a := h.lease(c)
+	r := fsm.AddrResource(fsm.IANA, a)
+	b0, _ := h.get(r)
+	h.clk.Advance(time.Minute)
+	capped = 10 * time.Second
+	rep := h.exchange(c.msg(dhcpv6.MessageTypeRenew, h.sid(), c.ia(a)), dhcpv6.MessageTypeReply)
+	if x := iaAddr(findIANA(rep, c.iaid), a); x == nil || x.ValidLifetime != 10*time.Second {
+		t.Fatalf("capped Renew told the client %v, want 10s", x)
+	}
+	b, _ := h.get(r)
+	if b.StateExpirationTime != b0.StateExpirationTime || b.ValidLifetime != 10 || b.CLTT != unix(time.Minute) {
+		t.Fatalf("after the capped Renew: end %d (was %d), valid %d, cltt %d; want the earlier end kept, valid 10, cltt now",
+			b.StateExpirationTime, b0.StateExpirationTime, b.ValidLifetime, b.CLTT)
+	}
+	capped = 0
+	h.clk.Advance(time.Hour)
+	h.exchange(c.msg(dhcpv6.MessageTypeRenew, h.sid(), c.ia(a)), dhcpv6.MessageTypeReply)
+	if b, _ = h.get(r); b.StateExpirationTime != unix(time.Hour+time.Minute+validLT) {
+		t.Fatalf("full Renew: end %d, want %d", b.StateExpirationTime, unix(time.Hour+time.Minute+validLT))
+	}
+}
+
 // TestRenewExtends: a Renew an hour later extends the lease from then.
 func TestRenewExtends(t *testing.T) {
 	t.Parallel()
