@@ -15,7 +15,7 @@ import (
 const edge = 10 * time.Second
 
 // finding is one difference. Violation marks a safety violation (a lease
-// lost, or one address bound to two clients); Dispute marks a lease the two
+// lost, or one address or prefix bound to two clients); Dispute marks a lease the two
 // servers hold for the same client in different states (one ACTIVE, one
 // not) beyond the expiry edge: not unsafe, but the pair has not converged.
 // Neither: a difference at the expiry edge (a note).
@@ -25,6 +25,8 @@ type finding struct {
 	Text               string
 }
 
+// resKey names a binding's resource as grant.key does: "na 2001:db8:1::1000"
+// or "pd 2001:db8:8000:1::/64".
 func resKey(l control.Lease) string { return l.Type + " " + l.Address + l.Prefix }
 
 func validUntil(l control.Lease) time.Time {
@@ -35,10 +37,12 @@ func validUntil(l control.Lease) time.Time {
 	return t
 }
 
-// compareDBs checks that every ACTIVE binding on one server is ACTIVE on
-// the other for the same client (DUID and IAID). A binding that ends
-// within edge of at is reported but not a violation.
-func compareDBs(pri, sec []control.Lease, at time.Time) (fs []finding, active int) {
+// compareDBs checks that every ACTIVE binding on one server (address or
+// delegated prefix) is ACTIVE on the other for the same client (DUID and
+// IAID). A binding that ends within edge of at is reported but not a
+// violation. active counts the resources compared by type ("na", "pd").
+func compareDBs(pri, sec []control.Lease, at time.Time) (fs []finding, active map[string]int) {
+	active = map[string]int{}
 	idx := func(ls []control.Lease) map[string]control.Lease {
 		m := make(map[string]control.Lease, len(ls))
 		for _, l := range ls {
@@ -58,7 +62,11 @@ func compareDBs(pri, sec []control.Lease, at time.Time) (fs []finding, active in
 		if la.State != "ACTIVE" && (!okb || lb.State != "ACTIVE") {
 			return
 		}
-		active++
+		if la.State == "ACTIVE" {
+			active[la.Type]++
+		} else {
+			active[lb.Type]++
+		}
 		if okb && la.State == "ACTIVE" && lb.State == "ACTIVE" && la.DUID == lb.DUID && la.IAID == lb.IAID {
 			return
 		}
@@ -93,48 +101,59 @@ func compareDBs(pri, sec []control.Lease, at time.Time) (fs []finding, active in
 }
 
 // checkClients checks the clients' view against the databases at time at:
-// each client's latest grant that is still running (Until after at+edge,
-// not released) must be ACTIVE for that client on the server that granted
-// it (servers: Server ID hex -> that server's leases, name).
-func checkClients(grants []grant, servers map[string][]control.Lease, names map[string]string, at time.Time) (fs []finding, checked int) {
-	latest := map[int]grant{}
+// for each client and each resource (address or prefix) it was granted,
+// the latest grant, if still running (Until after at+edge, not released:
+// a Reply that no longer listed the resource ended it), must be ACTIVE for
+// that client on the server that granted it (servers: Server ID hex ->
+// that server's leases, name). checked counts the grants checked by kind.
+func checkClients(grants []grant, servers map[string][]control.Lease, names map[string]string, at time.Time) (fs []finding, checked map[string]int) {
+	type ck struct {
+		client int
+		res    string // grant.key
+	}
+	latest := map[ck]grant{}
 	for _, g := range grants {
-		if cur, ok := latest[g.Client]; !ok || !g.From.Before(cur.From) {
-			latest[g.Client] = g
+		k := ck{g.Client, g.key()}
+		if cur, ok := latest[k]; !ok || !g.From.Before(cur.From) {
+			latest[k] = g
 		}
 	}
-	byAddr := map[string]map[string]control.Lease{}
+	byRes := map[string]map[string]control.Lease{}
 	for sid, ls := range servers {
 		m := map[string]control.Lease{}
 		for _, l := range ls {
-			if l.Type == "na" {
-				m[l.Address] = l
-			}
+			m[resKey(l)] = l
 		}
-		byAddr[sid] = m
+		byRes[sid] = m
 	}
-	ids := make([]int, 0, len(latest))
-	for c := range latest {
-		ids = append(ids, c)
+	keys := make([]ck, 0, len(latest))
+	for k := range latest {
+		keys = append(keys, k)
 	}
-	sort.Ints(ids)
-	for _, c := range ids {
-		g := latest[c]
+	sort.Slice(keys, func(i, j int) bool {
+		if keys[i].client != keys[j].client {
+			return keys[i].client < keys[j].client
+		}
+		return keys[i].res < keys[j].res
+	})
+	checked = map[string]int{}
+	for _, k := range keys {
+		g := latest[k]
 		if g.Released || !g.Until.After(at.Add(edge)) {
 			continue
 		}
-		checked++
-		m, ok := byAddr[g.Server]
+		checked[g.kind()]++
+		m, ok := byRes[g.Server]
 		if !ok {
 			fs = append(fs, finding{Check: "clients", Violation: true,
-				Text: fmt.Sprintf("client %d: %s granted by unknown server %s", c, g.Addr, g.Server)})
+				Text: fmt.Sprintf("client %d: %s granted by unknown server %s", k.client, g.Addr, g.Server)})
 			continue
 		}
-		l, ok := m[g.Addr]
+		l, ok := m[g.key()]
 		if !ok || l.State != "ACTIVE" || l.DUID != g.DUID {
 			fs = append(fs, finding{Check: "clients", Violation: true,
 				Text: fmt.Sprintf("client %d (%s): %s acknowledged by the %s (%s, until %s) but it has %s for %q",
-					c, g.DUID, g.Addr, names[g.Server], g.Msg, g.Until.UTC().Format(time.RFC3339), orNone(l.State), l.DUID)})
+					k.client, g.DUID, g.Addr, names[g.Server], g.Msg, g.Until.UTC().Format(time.RFC3339), orNone(l.State), l.DUID)})
 		}
 	}
 	return fs, checked
@@ -147,26 +166,30 @@ func orNone(s string) string {
 	return s
 }
 
-// checkOverlaps reports every address acknowledged to two different
-// clients with overlapping intervals.
-func checkOverlaps(grants []grant) (fs []finding, reused int) {
+// checkOverlaps reports every address or delegated prefix acknowledged to
+// two different clients with overlapping intervals. Prefixes are compared
+// as equal strings: the chaos pd-pool has one delegated length, so two
+// different prefixes never overlap. reused counts, by kind, the resources
+// that went to more than one client.
+func checkOverlaps(grants []grant) (fs []finding, reused map[string]int) {
 	by := map[string][]grant{}
 	for _, g := range grants {
-		by[g.Addr] = append(by[g.Addr], g)
+		by[g.key()] = append(by[g.key()], g)
 	}
-	addrs := make([]string, 0, len(by))
-	for a := range by {
-		addrs = append(addrs, a)
+	reused = map[string]int{}
+	keys := make([]string, 0, len(by))
+	for k := range by {
+		keys = append(keys, k)
 	}
-	sort.Strings(addrs)
-	for _, a := range addrs {
-		gs := by[a]
+	sort.Strings(keys)
+	for _, k := range keys {
+		gs := by[k]
 		clients := map[int]bool{}
 		for _, g := range gs {
 			clients[g.Client] = true
 		}
 		if len(clients) > 1 {
-			reused++
+			reused[gs[0].kind()]++
 		}
 		for i := 0; i < len(gs); i++ {
 			for j := i + 1; j < len(gs); j++ {
@@ -176,7 +199,7 @@ func checkOverlaps(grants []grant) (fs []finding, reused int) {
 				}
 				if x.From.Before(y.Until) && y.From.Before(x.Until) {
 					fs = append(fs, finding{Check: "overlap", Violation: true,
-						Text: fmt.Sprintf("%s: client %d [%s, %s] by %s (%s) and client %d [%s, %s] by %s (%s)", a,
+						Text: fmt.Sprintf("%s: client %d [%s, %s] by %s (%s) and client %d [%s, %s] by %s (%s)", k,
 							x.Client, x.From.Format("15:04:05.000"), x.Until.Format("15:04:05.000"), x.Server, x.Msg,
 							y.Client, y.From.Format("15:04:05.000"), y.Until.Format("15:04:05.000"), y.Server, y.Msg)})
 				}

@@ -1,10 +1,12 @@
 package main
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/tandem-dhcp/tandem/config"
 	"github.com/tandem-dhcp/tandem/control"
 )
 
@@ -15,6 +17,12 @@ func lease(addr, state, duid string, until time.Time) control.Lease {
 	if state == "ACTIVE" {
 		l.ValidUntil = until.Format(time.RFC3339)
 	}
+	return l
+}
+
+func prefixLease(prefix, state, duid string, until time.Time) control.Lease {
+	l := lease("", state, duid, until)
+	l.Resource = control.Resource{Type: "pd", Prefix: prefix}
 	return l
 }
 
@@ -36,8 +44,8 @@ func TestCompareDBs(t *testing.T) {
 		lease("2001:db8::6", "RELEASED", "aa", long),
 	}
 	fs, active := compareDBs(pri, sec, at)
-	if active != 5 {
-		t.Errorf("%d ACTIVE resources compared, want 5", active)
+	if active["na"] != 5 || active["pd"] != 0 {
+		t.Errorf("%v ACTIVE resources compared, want 5 addresses", active)
 	}
 	want := map[string]bool{"::2": true, "::3": false, "::4": false, "::5": true} // ::3 is a dispute
 	if len(fs) != len(want) {
@@ -81,8 +89,8 @@ func TestCheckClients(t *testing.T) {
 		"s": {lease("2001:db8::2", "EXPIRED", "c2", long)},
 	}
 	fs, checked := checkClients(grants, servers, map[string]string{"p": "primary", "s": "secondary"}, at)
-	if checked != 4 {
-		t.Errorf("checked %d, want 4 (clients 1, 2, 4, 5)", checked)
+	if checked["na"] != 4 {
+		t.Errorf("checked %v, want 4 (clients 1, 2, 4, 5)", checked)
 	}
 	if len(fs) != 3 {
 		t.Fatalf("findings %+v, want 3 (clients 2, 4, 5)", fs)
@@ -105,10 +113,138 @@ func TestCheckOverlaps(t *testing.T) {
 		g(5, "2001:db8::3", 0, 10),
 	}
 	fs, reused := checkOverlaps(grants)
-	if reused != 2 {
-		t.Errorf("reused %d, want 2", reused)
+	if reused["na"] != 2 {
+		t.Errorf("reused %v, want 2 addresses", reused)
 	}
-	if len(fs) != 1 || !strings.HasPrefix(fs[0].Text, "2001:db8::2:") {
+	if len(fs) != 1 || !strings.HasPrefix(fs[0].Text, "na 2001:db8::2:") {
 		t.Fatalf("findings %+v, want one overlap on 2001:db8::2", fs)
+	}
+}
+
+// TestCompareDBsPrefixes: delegated prefixes are compared like addresses,
+// by prefix; a FREE-BACKUP prefix (no client) is not compared, and an
+// address and a prefix with the same first address are different resources.
+func TestCompareDBsPrefixes(t *testing.T) {
+	long := at.Add(time.Hour)
+	pri := []control.Lease{
+		prefixLease("2001:db8:8000::/64", "ACTIVE", "aa", long),       // same on both
+		prefixLease("2001:db8:8000:1::/64", "ACTIVE", "aa", long),     // another client on the secondary
+		prefixLease("2001:db8:8000:2::/64", "ACTIVE", "aa", long),     // absent on the secondary
+		prefixLease("2001:db8:8000:3::/64", "EXPIRED", "aa", long),    // ACTIVE on the secondary: a dispute
+		prefixLease("2001:db8:8000:ff::/64", "FREE-BACKUP", "", long), // the secondary's share
+		lease("2001:db8:8000:4::", "ACTIVE", "aa", long),              // an address, not the prefix below
+	}
+	sec := []control.Lease{
+		prefixLease("2001:db8:8000::/64", "ACTIVE", "aa", long),
+		prefixLease("2001:db8:8000:1::/64", "ACTIVE", "bb", long),
+		prefixLease("2001:db8:8000:3::/64", "ACTIVE", "aa", long),
+		prefixLease("2001:db8:8000:ff::/64", "FREE-BACKUP", "", long),
+		prefixLease("2001:db8:8000:4::/64", "ACTIVE", "aa", long),
+		lease("2001:db8:8000:4::", "ACTIVE", "aa", long),
+	}
+	fs, active := compareDBs(pri, sec, at)
+	if active["pd"] != 5 || active["na"] != 1 {
+		t.Errorf("compared %v, want 5 prefixes and 1 address", active)
+	}
+	want := map[string]string{ // finding prefix -> violation or dispute
+		"pd 2001:db8:8000:1::/64:": "violation",
+		"pd 2001:db8:8000:2::/64:": "violation",
+		"pd 2001:db8:8000:3::/64:": "dispute",
+		"pd 2001:db8:8000:4::/64:": "violation",
+	}
+	if len(fs) != len(want) {
+		t.Fatalf("findings %+v, want %d", fs, len(want))
+	}
+	for _, f := range fs {
+		w, ok := "", false
+		if n := strings.Index(f.Text, "/64:"); n >= 0 {
+			w, ok = want[f.Text[:n+len("/64:")]]
+		}
+		if !ok {
+			t.Errorf("unexpected finding %s", f.Text)
+			continue
+		}
+		if got := map[bool]string{true: "violation", false: "dispute"}[f.Violation]; got != w || f.Violation == f.Dispute {
+			t.Errorf("%s: violation %v dispute %v, want a %s", f.Text, f.Violation, f.Dispute, w)
+		}
+	}
+}
+
+// TestCheckClientsPrefixes: a client's latest address and latest prefix
+// are each checked against the server that granted them; a prefix lease
+// bound to another client, or an address where a prefix was granted, is a
+// violation.
+func TestCheckClientsPrefixes(t *testing.T) {
+	long := at.Add(time.Hour)
+	g := func(c int, kind, res, srv string, from time.Time) grant {
+		return grant{Client: c, DUID: fmt.Sprintf("c%d", c), Kind: kind, Addr: res, Server: srv, From: from, Until: long}
+	}
+	grants := []grant{
+		g(1, "na", "2001:db8::1", "p", at.Add(-time.Second)),
+		g(1, "pd", "2001:db8:8000::/64", "p", at.Add(-2*time.Second)),                                                                           // older than the address: still the latest prefix
+		{Client: 2, DUID: "c2", Kind: "pd", Addr: "2001:db8:8000:1::/64", Server: "p", From: at.Add(-time.Minute), Until: at.Add(-time.Second)}, // ended by a later Reply
+		g(2, "pd", "2001:db8:8000:2::/64", "s", at.Add(-time.Second)),                                                                           // from the secondary: bound there
+		g(3, "pd", "2001:db8:8000:3::/64", "p", at.Add(-time.Second)),                                                                           // bound to another client
+		g(4, "pd", "2001:db8:8000:4::/64", "s", at.Add(-time.Second)),                                                                           // the secondary has the address only
+		{Client: 5, DUID: "c5", Addr: "2001:db8::5", Server: "s", From: at, Until: long},                                                        // no kind: an address
+	}
+	servers := map[string][]control.Lease{
+		"p": {lease("2001:db8::1", "ACTIVE", "c1", long), prefixLease("2001:db8:8000::/64", "ACTIVE", "c1", long),
+			prefixLease("2001:db8:8000:3::/64", "ACTIVE", "zz", long)},
+		"s": {prefixLease("2001:db8:8000:2::/64", "ACTIVE", "c2", long), lease("2001:db8:8000:4::", "ACTIVE", "c4", long),
+			lease("2001:db8::5", "ACTIVE", "c5", long)},
+	}
+	fs, checked := checkClients(grants, servers, map[string]string{"p": "primary", "s": "secondary"}, at)
+	if checked["na"] != 2 || checked["pd"] != 4 {
+		t.Errorf("checked %v, want 2 addresses (clients 1, 5) and 4 prefixes (clients 1-4)", checked)
+	}
+	if len(fs) != 2 {
+		t.Fatalf("findings %+v, want 2 (clients 3, 4)", fs)
+	}
+	for i, c := range []string{"client 3 ", "client 4 "} {
+		if !strings.HasPrefix(fs[i].Text, c) || !fs[i].Violation {
+			t.Errorf("finding %d: %+v, want a violation for %s", i, fs[i], c)
+		}
+	}
+}
+
+// TestCheckOverlapsPrefixes: a prefix granted to two clients at once is
+// found; one client renewing its prefix, a prefix reused after the last
+// grant ended, and an address equal to a prefix's first address are not.
+func TestCheckOverlapsPrefixes(t *testing.T) {
+	g := func(c int, kind, res string, from, until int) grant {
+		return grant{Client: c, Kind: kind, Addr: res, From: at.Add(time.Duration(from) * time.Second), Until: at.Add(time.Duration(until) * time.Second)}
+	}
+	grants := []grant{
+		g(1, "pd", "2001:db8:8000::/64", 0, 10), g(1, "pd", "2001:db8:8000::/64", 5, 30), // renewals: fine
+		g(2, "pd", "2001:db8:8000::/64", 30, 40),                                             // reuse after the end: fine
+		g(3, "pd", "2001:db8:8000:1::/64", 0, 10), g(4, "pd", "2001:db8:8000:1::/64", 9, 20), // overlap
+		g(5, "na", "2001:db8:8000:2::", 0, 10), g(6, "pd", "2001:db8:8000:2::/64", 0, 10), // different resources
+	}
+	fs, reused := checkOverlaps(grants)
+	if reused["pd"] != 2 || reused["na"] != 0 {
+		t.Errorf("reused %v, want 2 prefixes", reused)
+	}
+	if len(fs) != 1 || !strings.HasPrefix(fs[0].Text, "pd 2001:db8:8000:1::/64: client 3 ") || !fs[0].Violation {
+		t.Fatalf("findings %+v, want one overlap on 2001:db8:8000:1::/64", fs)
+	}
+}
+
+// TestServerConfig: the configuration the chaos layout writes is one
+// Tandem accepts, with the pd-pool and the rebalance threshold.
+func TestServerConfig(t *testing.T) {
+	tp := &topo{}
+	s := &server{role: "secondary", dir: t.TempDir()}
+	doc := tp.serverConfig(s, foAddrSec, foAddrPri, options{mclt: 10 * time.Second, autoPartnerDown: 5 * time.Second})
+	c, err := config.Parse("tandem.toml", []byte(doc))
+	if err != nil { // Parse validates
+		t.Fatalf("%v\n%s", err, doc)
+	}
+	sn := c.Subnets[0]
+	if len(sn.ParsedPDPools) != 1 || sn.ParsedPDPools[0].Prefix.String() != pdPool || sn.ParsedPDPools[0].DelegatedLength != pdLength {
+		t.Errorf("pd-pools %+v", sn.ParsedPDPools)
+	}
+	if c.Failover == nil || c.Failover.PrefixRebalanceThreshold != pdThreshold {
+		t.Errorf("failover %+v", c.Failover)
 	}
 }

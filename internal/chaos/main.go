@@ -4,19 +4,23 @@
 // client, and for N rounds injects a random fault (SIGKILL of the primary,
 // the secondary or both, the partner link taken down, or the link cut and
 // a server killed while it is down), waits a random time, heals in a
-// random order and goes on. At the end it stops the load, heals
+// random order and goes on. The pair has an address pool and a pd-pool;
+// the recording clients ask for an address and (a share of them, -pd-share)
+// a delegated prefix, so prefixes move between the servers (FREE-BACKUP
+// gives, take-backs) and are used from the partner in PARTNER-DOWN. At the end it stops the load, heals
 // everything, waits until both servers are NORMAL with nothing owed or
 // unacknowledged, and compares:
 //
-//  1. the two lease databases: every ACTIVE binding is ACTIVE on both
-//     servers for the same client (DUID and IAID);
-//  2. the clients' view: every lease the recorder was acknowledged and
-//     still holds is ACTIVE for that client on the server that granted it;
-//  3. no address was acknowledged to two clients with overlapping
-//     lifetimes.
+//  1. the two lease databases: every ACTIVE binding (address or prefix) is
+//     ACTIVE on both servers for the same client (DUID and IAID);
+//  2. the clients' view: every address and prefix the recorder was
+//     acknowledged and still holds is ACTIVE for that client on the server
+//     that granted it;
+//  3. no address or prefix was acknowledged to two clients with
+//     overlapping lifetimes.
 //
 // It prints a summary and exits 1 on a safety violation (a lease lost, an
-// address bound to two clients, a server exit that was not a kill), 3 when
+// address or prefix bound to two clients, a server exit that was not a kill), 3 when
 // the pair did not converge (not NORMAL with nothing owed, or the servers
 // disagree on a lease's state for one client), 2 when the run itself could
 // not be done. It removes its namespaces on exit, also after an
@@ -28,7 +32,10 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"math/rand/v2"
@@ -53,6 +60,7 @@ type options struct {
 	tandem          string
 	rate, perfCl    int
 	clients         int
+	pdShare         float64
 	holdMax, gapMax time.Duration
 	mclt            time.Duration
 	autoPartnerDown time.Duration
@@ -78,6 +86,7 @@ func main() {
 	flag.IntVar(&o.rate, "rate", 100, "perfdhcp exchanges per second (-r)")
 	flag.IntVar(&o.perfCl, "perf-clients", 1200, "perfdhcp client DUIDs (-R)")
 	flag.IntVar(&o.clients, "clients", 150, "recording clients")
+	flag.Float64Var(&o.pdShare, "pd-share", 1, "share (0..1) of the recording clients that also ask for a delegated prefix")
 	flag.DurationVar(&o.holdMax, "hold-max", 12*time.Second, "longest a fault is held (at least 1s)")
 	flag.DurationVar(&o.gapMax, "gap-max", 5*time.Second, "longest pause between rounds (at least 1s)")
 	flag.DurationVar(&o.mclt, "mclt", 10*time.Second, "MCLT of the pair")
@@ -108,8 +117,8 @@ func main() {
 		fmt.Println("chaos: down")
 		return
 	}
-	if o.tandem == "" || o.rounds < 0 || o.holdMax < time.Second || o.gapMax < time.Second {
-		fmt.Fprintln(os.Stderr, "chaos: -tandem is required; -rounds >= 0; -hold-max and -gap-max >= 1s")
+	if o.tandem == "" || o.rounds < 0 || o.holdMax < time.Second || o.gapMax < time.Second || o.pdShare < 0 || o.pdShare > 1 {
+		fmt.Fprintln(os.Stderr, "chaos: -tandem is required; -rounds >= 0; -hold-max and -gap-max >= 1s; -pd-share 0..1")
 		os.Exit(2)
 	}
 	o.seed = uint64(seed)
@@ -239,7 +248,7 @@ func runChaos(ctx context.Context, tp *topo, o options) int {
 		return 2
 	}
 	defer gf.Close()
-	rec := &recorder{ifname: "eth0", clients: o.clients, seed: o.seed, out: gf}
+	rec := &recorder{ifname: "eth0", clients: o.clients, pdShare: o.pdShare, seed: o.seed, out: gf}
 	if err := rec.openIn(tp.ns("cli")); err != nil {
 		logf("chaos: recorder: %v", err)
 		return 2
@@ -248,7 +257,7 @@ func runChaos(ctx context.Context, tp *topo, o options) int {
 	rctx, rcancel := context.WithCancel(ctx)
 	recDone := make(chan struct{})
 	go func() { rec.Run(rctx); close(recDone) }()
-	logf("load on: perfdhcp -r %d -R %d, %d recording clients", o.rate, o.perfCl, o.clients)
+	logf("load on: perfdhcp -r %d -R %d, %d recording clients (%.0f%% with a prefix)", o.rate, o.perfCl, o.clients, 100*o.pdShare)
 	sleep(ctx, 5*time.Second)
 
 	counts := map[string]int{}
@@ -291,7 +300,7 @@ func runChaos(ctx context.Context, tp *topo, o options) int {
 		if f.swap && len(heal) == 2 {
 			heal[0], heal[1] = heal[1], heal[0]
 		}
-		logf("round %d: %s, held %v, %d grants so far", r+1, f.describe(), f.hold, rec.st.Grants.Load())
+		logf("round %d: %s, held %v, %d address and %d prefix grants so far", r+1, f.describe(), f.hold, rec.st.Grants.Load(), rec.st.PDGrants.Load())
 		sleep(ctx, f.hold)
 		var did []string
 		for i, h := range heal {
@@ -422,9 +431,11 @@ func report(ctx context.Context, tp *topo, o options, rec *recorder, mon *monito
 		}
 	}
 	st := &rec.st
-	fmt.Printf("recorder: %d clients, %d grants (%d renew, %d rebind), %d releases, %d NoBinding, %d NoAddrsAvail, %d timeouts\n",
-		o.clients, st.Grants.Load(), st.Renewed.Load(), st.Rebound.Load(), st.Released.Load(), st.NoBinding.Load(), st.NoAddrs.Load(), st.Timeouts.Load())
+	fmt.Printf("recorder: %d clients, %d grants, %d prefix grants (replies: %d renew, %d rebind), %d releases, %d NoBinding, %d NoAddrsAvail, %d NoPrefixAvail, %d timeouts\n",
+		o.clients, st.Grants.Load(), st.PDGrants.Load(), st.Renewed.Load(), st.Rebound.Load(), st.Released.Load(), st.NoBinding.Load(), st.NoAddrs.Load(), st.NoPrefix.Load(), st.Timeouts.Load())
 	fmt.Printf("perfdhcp: %s\n", perfSummary(filepath.Join(o.dir, "perfdhcp.txt")))
+	n, give, take := rebalanceSummary(filepath.Join(tp.srv[0].dir, "tandem.log"))
+	fmt.Printf("prefix rebalancing (primary's log): %d rebalances, %d prefixes given, %d taken back\n", n, give, take)
 	if settled {
 		fmt.Printf("settled: both NORMAL, owed 0, unacked 0 after %v\n", settleTime.Round(100*time.Millisecond))
 	} else {
@@ -452,8 +463,9 @@ func report(ctx context.Context, tp *topo, o options, rec *recorder, mon *monito
 	fs, active := compareDBs(dbs[0], dbs[1], at)
 	fs2, checked := checkClients(rec.snapshot(), servers, names, at)
 	fs3, reused := checkOverlaps(rec.snapshot())
-	fmt.Printf("databases: %d / %d bindings, %d ACTIVE resources compared\n", len(dbs[0]), len(dbs[1]), active)
-	fmt.Printf("clients: %d leases still held by recording clients checked; %d addresses went to more than one client\n", checked, reused)
+	fmt.Printf("databases: %d / %d bindings, %d ACTIVE addresses and %d ACTIVE prefixes compared\n", len(dbs[0]), len(dbs[1]), active["na"], active["pd"])
+	fmt.Printf("clients: %d addresses and %d prefixes still held by recording clients checked; %d addresses and %d prefixes went to more than one client\n",
+		checked["na"], checked["pd"], reused["na"], reused["pd"])
 	all := append(append(fs, fs2...), fs3...)
 	var nviol, ndisp, nnote int
 	for _, f := range all {
@@ -484,6 +496,33 @@ func report(ctx context.Context, tp *topo, o options, rec *recorder, mon *monito
 	}
 	fmt.Printf("chaos: PASS: %d rounds, no violations\n", rounds)
 	return 0
+}
+
+// rebalanceSummary sums the primary's "rebalancing delegable prefixes" log
+// lines (JSON): how often it moved prefixes and how many it gave to the
+// secondary (FREE-BACKUP) and asked back (take-backs, some of which the
+// secondary may refuse).
+func rebalanceSummary(path string) (n int, give, take uint64) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, 0, 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 0, 64*1024), 1<<20)
+	for sc.Scan() {
+		if !bytes.Contains(sc.Bytes(), []byte("rebalancing delegable prefixes")) {
+			continue
+		}
+		var l struct {
+			Give uint64 `json:"give"`
+			Take uint64 `json:"take"`
+		}
+		if json.Unmarshal(sc.Bytes(), &l) == nil {
+			n, give, take = n+1, give+l.Give, take+l.Take
+		}
+	}
+	return n, give, take
 }
 
 // perfSummary pulls the rate and the sent/received counts out of

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/netip"
@@ -26,16 +27,18 @@ import (
 // client namespace, and a server answers a client at its source port.
 const recorderPort = 10546
 
-// grant is one lease a client was acknowledged: a Reply that gave Addr a
-// non-zero valid lifetime. The interval is the client's, taken narrowly:
-// From is when the Reply arrived (the server granted it before), Until is
-// the first transmission of the message plus the valid lifetime (the server
-// counts from when it handled it, later). A Release or a zero lifetime ends
-// it early (Until is then the Release's send time or the Reply's arrival).
+// grant is one lease a client was acknowledged: a Reply that gave Addr (an
+// address, or a delegated prefix in CIDR form) a non-zero valid lifetime.
+// The interval is the client's, taken narrowly: From is when the Reply
+// arrived (the server granted it before), Until is the first transmission
+// of the message plus the valid lifetime (the server counts from when it
+// handled it, later). A Release or a zero lifetime ends it early (Until is
+// then the Release's send time or the Reply's arrival).
 type grant struct {
 	Client   int       `json:"client"`
-	DUID     string    `json:"duid"` // lowercase hex, as `tandem lease list`
-	Addr     string    `json:"addr"`
+	DUID     string    `json:"duid"`   // lowercase hex, as `tandem lease list`
+	Kind     string    `json:"kind"`   // "na" (IA_NA address) or "pd" (IA_PD prefix); "" reads as "na"
+	Addr     string    `json:"addr"`   // the address, or the prefix as 2001:db8:8000:1::/64
 	Server   string    `json:"server"` // Server ID of the Reply, hex
 	Msg      string    `json:"msg"`    // the message answered: SOLICIT, REQUEST, RENEW, REBIND
 	From     time.Time `json:"from"`
@@ -43,19 +46,36 @@ type grant struct {
 	Released bool      `json:"released,omitempty"`
 }
 
-// recStats counts what the recorder saw.
+// kind is g's resource type as `tandem lease list` names it ("na", "pd");
+// lines written before prefixes were recorded have none and are addresses.
+func (g grant) kind() string {
+	if g.Kind == "" {
+		return "na"
+	}
+	return g.Kind
+}
+
+// key names g's resource as the checks index it: kind and address or prefix.
+func (g grant) key() string { return g.kind() + " " + g.Addr }
+
+// recStats counts what the recorder saw. Grants and PDGrants count
+// addresses and prefixes acknowledged; Renewed and Rebound count Replies
+// to Renew and Rebind that acknowledged anything; NoAddrs and NoPrefix
+// count Replies with NoAddrsAvail or NoPrefixAvail.
 type recStats struct {
-	Grants, Renewed, Rebound, Released, NoBinding, NoAddrs, Timeouts, Dropped atomic.Int64
+	Grants, PDGrants, Renewed, Rebound, Released, NoBinding, NoAddrs, NoPrefix, Timeouts atomic.Int64
 }
 
 // recorder is a set of simulated DHCPv6 clients (internal/dhcptest) that
 // do Rapid Commit Solicits, Renews (Rebind when their server is silent) and
 // occasional Releases from one UDP socket in the client namespace, and
-// record every acknowledged lease. Its goroutines end when ctx is done;
-// Run returns after they have.
+// record every acknowledged lease. A share of them (pdShare) ask for a
+// delegated prefix (IA_PD) besides the address in every message. Its
+// goroutines end when ctx is done; Run returns after they have.
 type recorder struct {
 	ifname  string
 	clients int
+	pdShare float64 // 0..1: the first round(pdShare*clients) clients also ask for a prefix
 	seed    uint64
 	out     *os.File // grants as JSON lines, appended as they happen
 
@@ -169,25 +189,27 @@ func (r *recorder) record(g grant) {
 	}
 }
 
-// endLast cuts the client's grants of addr short at t (a Release, or a
-// Reply that withdrew the address or gave another): every earlier grant of
-// it still running then, since a renewal does not end the one before.
-func (r *recorder) endLast(client int, addr string, t time.Time, released bool) {
+// endLast cuts the client's grants of the resource (kind, res) short at t
+// (a Release, or a Reply that withdrew it or gave another): every earlier
+// grant of it still running then, since a renewal does not end the one
+// before.
+func (r *recorder) endLast(client int, kind, res string, t time.Time, released bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for i := range r.grants {
 		g := &r.grants[i]
-		if g.Client == client && g.Addr == addr && g.Until.After(t) {
+		if g.Client == client && g.kind() == kind && g.Addr == res && g.Until.After(t) {
 			g.Until, g.Released = t, released
 		}
 	}
 	if r.out != nil { // the file has grants as made: the end is a line of its own
 		b, _ := json.Marshal(struct {
 			Client   int       `json:"client"`
+			Kind     string    `json:"kind"`
 			Addr     string    `json:"addr"`
 			Ended    time.Time `json:"ended"`
 			Released bool      `json:"released"`
-		}{client, addr, t, released})
+		}{client, kind, res, t, released})
 		_, _ = r.out.Write(append(b, '\n'))
 	}
 }
@@ -196,11 +218,12 @@ func (r *recorder) endLast(client int, addr string, t time.Time, released bool) 
 func (r *recorder) Run(ctx context.Context) {
 	go r.readLoop()
 	var wg sync.WaitGroup
+	npd := int(math.Round(r.pdShare * float64(r.clients)))
 	for i := 0; i < r.clients; i++ {
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			r.client(ctx, i, rand.New(rand.NewPCG(r.seed, uint64(i))))
+			r.client(ctx, i, i < npd, rand.New(rand.NewPCG(r.seed, uint64(i))))
 		}(i)
 	}
 	wg.Wait()
@@ -208,45 +231,125 @@ func (r *recorder) Run(ctx context.Context) {
 
 func (r *recorder) Close() { _ = r.conn.Close() }
 
-// client is one client's life: get an address (Rapid Commit Solicit, or
-// Solicit/Request when the server does not commit at once), renew it every
-// few seconds (at T1 at the latest) with its server, rebind when that
-// server is silent, now and then release it, and start over when it is
-// gone.
-func (r *recorder) client(ctx context.Context, i int, rng *rand.Rand) {
+// held is what a client holds of one kind ("na" addresses, "pd"
+// prefixes): each resource with the end of its valid lifetime. An IA
+// usually holds one, but a server answers with every binding of the IA,
+// and after a partition the two servers may each have given it one.
+type held struct {
+	kind string
+	res  map[string]time.Time
+}
+
+// given is what one Reply gave an IA: each resource with a non-zero valid
+// lifetime and that lifetime.
+type given map[string]time.Duration
+
+// iaGiven reads the IA_NA (pd false) or IA_PD (pd true) of c in rep.
+func iaGiven(c *dhcptest.Client, rep *dhcpv6.Message, pd bool) given {
+	g := given{}
+	if !pd {
+		for _, ia := range rep.Options.IANA() {
+			if ia.IaId != c.IAID {
+				continue
+			}
+			for _, a := range ia.Options.Addresses() {
+				if ad, ok := netip.AddrFromSlice(a.IPv6Addr); ok && a.ValidLifetime > 0 {
+					g[ad.Unmap().String()] = a.ValidLifetime
+				}
+			}
+		}
+		return g
+	}
+	for _, ia := range rep.Options.IAPD() {
+		if ia.IaId != c.PDIAID {
+			continue
+		}
+		for _, p := range ia.Options.Prefixes() {
+			if p.Prefix == nil || p.ValidLifetime == 0 {
+				continue
+			}
+			ad, _ := netip.AddrFromSlice(p.Prefix.IP.To16())
+			ones, _ := p.Prefix.Mask.Size()
+			g[netip.PrefixFrom(ad, ones).String()] = p.ValidLifetime
+		}
+	}
+	return g
+}
+
+// client is one client's life: get an address, and a prefix when pd (Rapid
+// Commit Solicit, or Solicit/Request when the server does not commit at
+// once), renew what it holds every few seconds (at T1 at the latest) with
+// its server, rebind when that server is silent, now and then release it
+// all, and start over when it holds nothing. A client holding only one
+// kind asks for the other in its Renews and Rebinds (an empty IA).
+func (r *recorder) client(ctx context.Context, i int, pd bool, rng *rand.Rand) {
 	c := dhcptest.New(1_000_000 + i)
 	duid := hex.EncodeToString(c.DUID.ToBytes())
 	var (
-		addr    netip.Addr
+		na      = held{kind: "na", res: map[string]time.Time{}}
+		pfx     = held{kind: "pd", res: map[string]time.Time{}}
 		sid     []byte
-		until   time.Time
 		t1      time.Duration
 		pending = time.Duration(rng.IntN(2000)) * time.Millisecond
 	)
+	// take records what one Reply gave h's IA: a grant per resource given;
+	// a resource held but not given (absent, or lifetime 0) ends there.
+	// It returns how many resources were granted.
+	take := func(h *held, g given, server, msg string, first, now time.Time) int {
+		for res := range h.res {
+			if _, ok := g[res]; !ok {
+				r.endLast(i, h.kind, res, now, false)
+				delete(h.res, res)
+			}
+		}
+		for res, valid := range g {
+			h.res[res] = first.Add(valid)
+			r.record(grant{Client: i, DUID: duid, Kind: h.kind, Addr: res, Server: server, Msg: msg, From: now, Until: h.res[res]})
+		}
+		return len(g)
+	}
 	accept := func(msg string, rep *dhcpv6.Message, first time.Time) bool {
 		l := c.LeaseOf(rep)
 		now := time.Now()
-		if l.Status == int(iana.StatusNoBinding) {
+		if l.Status == int(iana.StatusNoBinding) || (pd && l.PDStatus == int(iana.StatusNoBinding)) {
 			r.st.NoBinding.Add(1)
 		}
 		if l.Status == int(iana.StatusNoAddrsAvail) || l.TopStatus == int(iana.StatusNoAddrsAvail) {
 			r.st.NoAddrs.Add(1)
 		}
-		if !l.Addr.IsValid() || l.Valid == 0 {
-			if addr.IsValid() {
-				r.endLast(i, addr.String(), now, false)
-			}
-			addr = netip.Addr{}
+		if pd && l.PDStatus == int(iana.StatusNoPrefixAvail) {
+			r.st.NoPrefix.Add(1)
+		}
+		server := hex.EncodeToString(l.ServerID)
+		n := take(&na, iaGiven(c, rep, false), server, msg, first, now)
+		r.st.Grants.Add(int64(n))
+		if pd {
+			m := take(&pfx, iaGiven(c, rep, true), server, msg, first, now)
+			r.st.PDGrants.Add(int64(m))
+			n += m
+		}
+		if n == 0 {
 			return false
 		}
-		if addr.IsValid() && addr != l.Addr {
-			r.endLast(i, addr.String(), now, false)
-		}
-		addr, sid, until, t1 = l.Addr, l.ServerID, first.Add(l.Valid), l.T1
-		r.st.Grants.Add(1)
-		r.record(grant{Client: i, DUID: duid, Addr: addr.String(), Server: hex.EncodeToString(sid),
-			Msg: msg, From: now, Until: until})
+		sid, t1 = l.ServerID, l.T1
 		return true
+	}
+	// ias are the client's IAs naming what it holds (an empty IA_PD asks
+	// for a prefix).
+	ias := func() []dhcpv6.Option {
+		var as []netip.Addr
+		for res := range na.res {
+			as = append(as, netip.MustParseAddr(res))
+		}
+		o := []dhcpv6.Option{c.IANA(as...)}
+		if pd {
+			var ps []netip.Prefix
+			for res := range pfx.res {
+				ps = append(ps, netip.MustParsePrefix(res))
+			}
+			o = append(o, c.IAPD(ps...))
+		}
+		return o
 	}
 	for {
 		select {
@@ -254,11 +357,16 @@ func (r *recorder) client(ctx context.Context, i int, rng *rand.Rand) {
 			return
 		case <-time.After(pending):
 		}
-		if addr.IsValid() && time.Now().After(until) {
-			addr = netip.Addr{} // expired on the client's side
+		now := time.Now()
+		for _, h := range []*held{&na, &pfx} {
+			for res, until := range h.res {
+				if now.After(until) {
+					delete(h.res, res) // expired on the client's side
+				}
+			}
 		}
-		if !addr.IsValid() {
-			rep, first, err := r.exchange(ctx, c.Solicit(false, true), 3)
+		if len(na.res) == 0 && len(pfx.res) == 0 {
+			rep, first, err := r.exchange(ctx, c.Solicit(pd, true), 3)
 			if err == nil && rep.MessageType == dhcpv6.MessageTypeAdvertise {
 				req, rerr := c.Request(rep)
 				if rerr == nil {
@@ -271,27 +379,30 @@ func (r *recorder) client(ctx context.Context, i int, rng *rand.Rand) {
 			pending = time.Duration(500+rng.IntN(1500)) * time.Millisecond
 			continue
 		}
-		if rng.IntN(20) == 0 { // 5%: release it and start over
-			sopt, err := dhcptest.ServerID(sid)
-			if err == nil {
-				rel := c.Release(sopt, addr)
-				r.endLast(i, addr.String(), time.Now(), true)
-				r.st.Released.Add(1)
-				_, _, _ = r.exchange(ctx, rel, 2)
+		sopt, err := dhcptest.ServerID(sid)
+		if err != nil {
+			clear(na.res)
+			clear(pfx.res)
+			continue
+		}
+		if rng.IntN(20) == 0 { // 5%: release all it holds and start over
+			rel := c.Msg(dhcpv6.MessageTypeRelease, append([]dhcpv6.Option{sopt}, ias()...)...)
+			now := time.Now()
+			for _, h := range []*held{&na, &pfx} {
+				for res := range h.res {
+					r.endLast(i, h.kind, res, now, true)
+				}
+				clear(h.res)
 			}
-			addr = netip.Addr{}
+			r.st.Released.Add(1)
+			_, _, _ = r.exchange(ctx, rel, 2)
 			pending = time.Duration(500+rng.IntN(1500)) * time.Millisecond
 			continue
 		}
-		sopt, err := dhcptest.ServerID(sid)
-		if err != nil {
-			addr = netip.Addr{}
-			continue
-		}
-		rep, first, err := r.exchange(ctx, c.Renew(sopt, addr), 3)
+		rep, first, err := r.exchange(ctx, c.Msg(dhcpv6.MessageTypeRenew, append([]dhcpv6.Option{sopt}, ias()...)...), 3)
 		msg := "RENEW"
 		if err != nil && ctx.Err() == nil {
-			rep, first, err = r.exchange(ctx, c.Rebind(addr), 3)
+			rep, first, err = r.exchange(ctx, c.Msg(dhcpv6.MessageTypeRebind, ias()...), 3)
 			msg = "REBIND"
 		}
 		if err == nil && rep.MessageType == dhcpv6.MessageTypeReply {

@@ -36,6 +36,15 @@ const (
 	foAddrSec = "2001:db8:ff::2"
 )
 
+// The pair's pd-pool: 128 prefixes for the recorder's clients (150 by
+// default), split between the servers by proportional allocation
+// (prefix-share 0.5, the default), with a rebalance threshold of 4.
+const (
+	pdPool      = "2001:db8:8000::/57"
+	pdLength    = 64
+	pdThreshold = 4
+)
+
 func (tp *topo) ns(n string) string { return tp.prefix + n }
 
 // server is one `tandem serve` process, restarted after each kill.
@@ -191,8 +200,12 @@ func (tp *topo) down() []string {
 // serverConfig is pair-up's configuration with chaos-friendly timers: a
 // short MCLT (so RECOVER-WAIT and the MCLT cap pass quickly), a 3 s
 // keepalive, and auto-partner-down so long outages reach PARTNER-DOWN and
-// the recovery paths. The pool is small (2048 addresses) so that
-// addresses are reused while the load runs.
+// the recovery paths. The pools are small so that resources are reused
+// while the load runs: 2048 addresses (perfdhcp and the recorder), and a
+// /57 of /64s (128 prefixes, fewer than the recorder's 150 clients: only
+// the recorder asks for prefixes, so the pool runs out) with a
+// rebalance threshold of 4 prefixes, so that the primary's gives and
+// take-backs of FREE-BACKUP prefixes happen on every return to NORMAL.
 func (tp *topo) serverConfig(s *server, local, peer string, o options) string {
 	apd := ""
 	if o.autoPartnerDown > 0 {
@@ -213,6 +226,7 @@ interfaces = ["eth0"]
 prefix = "2001:db8:1::/64"
 interface = "eth0"
 pools = ["2001:db8:1::1000-2001:db8:1::17ff"]
+pd-pools = [{ prefix = %q, delegated-length = %d }]
 preferred-lifetime = "3m"
 valid-lifetime = "5m"
 
@@ -224,7 +238,8 @@ peer = "[%s]:647"
 mclt = "%ds"
 keepalive-time = "3s"
 connect-retry-max = "2s"
-%s`, s.role, filepath.Join(s.dir, "data"), s.socket(), s.role, local, peer, int(o.mclt.Seconds()), apd)
+prefix-rebalance-threshold = %d
+%s`, s.role, filepath.Join(s.dir, "data"), s.socket(), pdPool, pdLength, s.role, local, peer, int(o.mclt.Seconds()), pdThreshold, apd)
 }
 
 func (tp *topo) prepareServers(o options) error {
