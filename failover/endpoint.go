@@ -879,9 +879,13 @@ func (e *Endpoint) answerUpdReq(xid uint32, all bool) {
 	if all {
 		if err := e.holdForLostPartner(); err != nil {
 			// Answering without the holds could free leases the partner's
-			// clients still hold: leave the request unanswered; the partner
-			// drops the stalled connection and asks again.
-			e.log.Error("UPDREQALL not answered: holding the partner's leases failed", zap.Error(err))
+			// clients still hold. Left unanswered, the request would stall
+			// for good (our CONTACTs keep the partner's update-stall timer
+			// from firing): drop the connection instead, so that the
+			// partner, still in RECOVER, asks again on the next one.
+			e.log.Error("UPDREQALL not answered: holding the partner's leases failed; dropping the connection", zap.Error(err))
+			_ = e.link.Send(wire.NewDisconnect(e.link.NewXID(), 0, wire.Status{Code: wire.StatusUnspecFail,
+				Message: "cannot store the holds an UPDREQALL needs"}))
 			return
 		}
 	}
@@ -981,8 +985,8 @@ func (e *Endpoint) holdForLostPartner() error {
 			}
 			_, err := e.cfg.Store.Apply(&fsm.Command{Type: fsm.CmdTxn, Time: now.UnixNano(), Origin: fsm.OriginFailover,
 				Note: fmt.Sprintf("partner lost its database (UPDREQALL): hold %d leases for the MCLT past what it may have promised", len(ops)), Ops: ops})
-			if errors.Is(err, fsm.ErrConflict) && tries < 5 {
-				continue // a client renewed one meanwhile: look again
+			if errors.Is(err, fsm.ErrConflict) && tries < holdRetries {
+				continue // a client renewed one meanwhile: read them again
 			}
 			if err != nil {
 				return fmt.Errorf("hold leases for the partner's clients: %w", err)
@@ -998,8 +1002,14 @@ func (e *Endpoint) holdForLostPartner() error {
 	return nil
 }
 
-// holdChunk is how many bindings one holdForLostPartner entry changes.
-const holdChunk = 1024
+// holdChunk is how many bindings one holdForLostPartner entry changes;
+// holdRetries bounds the write races one entry may lose (each retry
+// re-reads the bindings, so only a client changing one of them in every
+// interval keeps it losing).
+const (
+	holdChunk   = 1024
+	holdRetries = 100
+)
 
 // answerChunk is how many bindings answerUpdReq groups into updates at a time.
 const answerChunk = 4096

@@ -202,7 +202,12 @@ func (s *Server) adminBuild(now time.Time, p *pool, c AdminChange, cur fsm.Bindi
 	case fsm.StatusAbandoned:
 		nb.Status = fsm.StatusAbandoned
 		nb.StartTimeOfState = now.Unix()
+		// Never sooner than a hold for a partner that lost its database
+		// (an EXPIRED or RELEASED lease with a state expiration time).
 		nb.StateExpirationTime = now.Add(s.cfg.DeclineHoldTime).Unix()
+		if cur.Status == fsm.StatusExpired || cur.Status == fsm.StatusReleased {
+			nb.StateExpirationTime = max(nb.StateExpirationTime, cur.StateExpirationTime)
+		}
 		s.policy.Changed(now, &nb)
 	default:
 		return fsm.Binding{}, fmt.Errorf("%w: %v is %v: only --state ACTIVE, RELEASED or ABANDONED changes it", ErrBadChange, r, cur.Status)
@@ -246,9 +251,16 @@ func (s *Server) adminMayAllocate(p *pool, c AdminChange, cur fsm.Binding, exist
 // still holds it and is never told otherwise, and the RFC 8156 §8.8.1 rule
 // that a lease is reused only after the partner acknowledged its release
 // would be skipped. The endpoint then moves it to FREE as for a client's
-// Release. force deletes it outright anyway. Other bindings are deleted:
-// forgetting a free or expired record only makes this server more
-// conservative (an unrecorded resource is free only in its owner's pool).
+// Release. force deletes it outright anyway. An EXPIRED or RELEASED lease
+// with a state expiration time ahead is refused too (held for a failover
+// partner that lost its database, docs/failover.md item 89: a client of
+// the partner may still hold it, and an unrecorded resource in this
+// server's pool is free at once); force deletes it anyway. Other bindings
+// are deleted. Forgetting an EXPIRED or RELEASED lease whose update is
+// still owed lets this server reuse it before the partner heard of the
+// expiry; that client gave it up or ran out, so only the partner's
+// database disagrees, which conflict resolution settles when the new
+// lease's update arrives.
 func (s *Server) AdminDelete(ctx context.Context, r fsm.Resource, force bool, note string) (AdminResult, error) {
 	for attempt := 0; attempt < adminRetries; attempt++ {
 		if err := ctx.Err(); err != nil {
@@ -258,6 +270,11 @@ func (s *Server) AdminDelete(ctx context.Context, r fsm.Resource, force bool, no
 		cur, ok := s.state.Get(r)
 		if !ok {
 			return AdminResult{}, fmt.Errorf("%v: %w", r, ErrNoBinding)
+		}
+		if !force && (cur.Status == fsm.StatusExpired || cur.Status == fsm.StatusReleased) && cur.StateExpirationTime > now.Unix() {
+			return AdminResult{}, fmt.Errorf("%w: %v is %v and held until %s for a failover partner that lost its database "+
+				"(a client may still hold it); --force deletes it anyway", ErrBadChange, r, cur.Status,
+				time.Unix(cur.StateExpirationTime, 0).UTC().Format(time.RFC3339))
 		}
 		op := fsm.Op{Resource: r, IfRev: cur.Rev, Delete: true}
 		release := cur.Status == fsm.StatusActive && s.failover() && !force

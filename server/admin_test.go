@@ -205,6 +205,19 @@ func TestAdminFailoverRules(t *testing.T) {
 	if b, ok := h.get(odd); !ok || b.Status != fsm.StatusReleased {
 		t.Fatalf("stored: %+v", b)
 	}
+	// Held for a partner that lost its database (an EXPIRED or RELEASED
+	// lease with a state expiration time ahead): refused unless forced, and
+	// making it ABANDONED does not shorten the hold.
+	held := na("2001:db8:1::1005")
+	h.put(fsm.Binding{Resource: held, Status: fsm.StatusExpired, DUID: "\x00\x05", IAID: 5, StartTimeOfState: t0.Unix(),
+		StateExpirationTime: t0.Unix() + 86400*30, Flags: fsm.FlagUpdateOwed})
+	if _, err := h.srv.AdminDelete(ctx, held, false, "delete"); !errors.Is(err, ErrBadChange) || !strings.Contains(err.Error(), "held until") {
+		t.Fatalf("delete of a held EXPIRED lease: %v", err)
+	}
+	if res, err := h.srv.AdminPut(ctx, AdminChange{Resource: held, Status: fsm.StatusAbandoned}); err != nil ||
+		res.Binding.StateExpirationTime != t0.Unix()+86400*30 {
+		t.Fatalf("ABANDONED over a held lease: %+v, %v; want the hold's end kept", res, err)
+	}
 	// Not ACTIVE any more: deleted.
 	if res, err := h.srv.AdminDelete(ctx, odd, false, "delete"); err != nil || !res.Deleted {
 		t.Fatalf("second delete: %+v, %v", res, err)

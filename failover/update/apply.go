@@ -75,7 +75,12 @@ func Accepted(local *fsm.Binding, rec *Record) fsm.Binding {
 	if stillActive && local.StateExpirationTime > nb.StateExpirationTime {
 		nb.StateExpirationTime = local.StateExpirationTime
 	}
-	if rec.PartnerLifetime != 0 {
+	// The partner times belong to a client's lease: a lease that is not
+	// ACTIVE here takes none (a held EXPIRED lease carries its old client's,
+	// HoldForLostPartner), so that they never cap or extend the next
+	// client's lease.
+	bound := status == fsm.StatusActive
+	if bound && rec.PartnerLifetime != 0 {
 		nb.ExpirationTime = max64(nb.ExpirationTime, rec.PartnerLifetime)
 	}
 	if rec.CLTT != 0 {
@@ -84,7 +89,7 @@ func Accepted(local *fsm.Binding, rec *Record) fsm.Binding {
 	if rec.PartnerRawCLTT > nb.CLTT {
 		nb.CLTT = rec.PartnerRawCLTT
 	}
-	if rec.ExpirationTime > cur && rec.ExpirationTime > nb.PartnerLifetime {
+	if bound && rec.ExpirationTime > cur && rec.ExpirationTime > nb.PartnerLifetime {
 		nb.PartnerLifetime = rec.ExpirationTime
 	}
 	return nb

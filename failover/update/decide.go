@@ -216,6 +216,20 @@ func Decide(local *fsm.Binding, rec *Record, role Role, now time.Time) Verdict {
 		}
 		return refuse(rule, wire.StatusAddressInUse, "leased here to another client since %d", local.StartTimeOfState)
 	}
+	if unbound(local.Status) && unbound(rec.Status) {
+		// A lease held for a partner that lost its database (HeldUntil)
+		// wins over one that is not, or less long, whatever the times:
+		// the holding side knows what the other forgot (a node restored
+		// from an older snapshot can send its own EXPIRED with the same
+		// or a later time, and taking it would end the hold).
+		lh, rh := heldEnd(local, now), heldEnd(&rec.Binding, now)
+		switch {
+		case lh > rh:
+			return refuse(rule, wire.StatusOutdatedBindingInformation, "the local lease is held until %d for a partner that lost its database", lh)
+		case rh > lh:
+			return accept(rule, "the received lease is held until %d for a partner that lost its database", rh)
+		}
+	}
 	switch CompareTimes(rt, lt) {
 	case 1:
 		return accept(rule, "received time %d later than local %d", rt, lt)
@@ -272,6 +286,15 @@ func tie(rule Rule, local *fsm.Binding, rec *Record, rt, lt int64, role Role, no
 		return accept(rule, why, rt, lt, Skew, "equal: the primary's binding wins")
 	}
 	return refuse(rule, wire.StatusOutdatedBindingInformation, why, rt, lt, Skew, "equal: the primary's binding wins")
+}
+
+// heldEnd returns the end of b's hold for a partner that lost its database
+// (HeldUntil), or 0.
+func heldEnd(b *fsm.Binding, now time.Time) int64 {
+	if end, held := HeldUntil(b, now); held {
+		return end
+	}
+	return 0
 }
 
 // unbound reports whether a lease in status s is bound to no client and not

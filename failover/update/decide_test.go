@@ -3,7 +3,9 @@ package update
 import (
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/tandem-dhcp/tandem/failover/wire"
 	"github.com/tandem-dhcp/tandem/fsm"
@@ -89,6 +91,9 @@ func TestDecideMatrix(t *testing.T) {
 								for _, expOff := range []int64{-3600, -6, -5, 0, 5, 3600} { // local STE - now
 									local := fsm.Binding{Resource: na("2001:db8::1"), Status: ls, DUID: duidA, IAID: 7,
 										StartTimeOfState: n - base, StateExpirationTime: n + expOff}
+									if ls == fsm.StatusExpired || ls == fsm.StatusReleased {
+										local.StateExpirationTime = 0 // a timeout here is a hold (TestDecideHeld)
+									}
 									if localCLTT {
 										local.CLTT = n - base + 40
 									}
@@ -98,6 +103,9 @@ func TestDecideMatrix(t *testing.T) {
 									}
 									rec := Record{Binding: fsm.Binding{Resource: local.Resource, Status: rs, DUID: duidA, IAID: 7,
 										StateExpirationTime: n + 3600}}
+									if rs == fsm.StatusExpired || rs == fsm.StatusReleased {
+										rec.StateExpirationTime = 0
+									}
 									if !same {
 										if d%2 == 0 {
 											rec.DUID = duidB
@@ -196,8 +204,12 @@ func TestDecideExamples(t *testing.T) {
 			CLTT: cltt, StartTimeOfState: stos, StateExpirationTime: ste}
 	}
 	rec := func(s fsm.Status, duid string, iaid uint32, cltt, stos int64) *Record {
-		return &Record{Binding: fsm.Binding{Resource: na("2001:db8::1"), Status: s, DUID: duid, IAID: iaid,
+		r := &Record{Binding: fsm.Binding{Resource: na("2001:db8::1"), Status: s, DUID: duid, IAID: iaid,
 			CLTT: cltt, StartTimeOfState: stos, StateExpirationTime: n + 100}}
+		if s == fsm.StatusExpired || s == fsm.StatusReleased {
+			r.StateExpirationTime = 0 // a timeout here is a hold (TestDecideHeld)
+		}
+		return r
 	}
 	for _, c := range []struct {
 		name   string
@@ -429,5 +441,58 @@ func TestTieRunOutActive(t *testing.T) {
 	// While the lease still runs, the bound lease wins the tie.
 	if v := Decide(&primary, &fromSecondary, Primary, at(897)); !v.Accept {
 		t.Fatalf("before its end the ACTIVE lease should win the tie: %s", v.Reason)
+	}
+}
+
+// TestDecideHeld: a lease held for a partner that lost its database
+// (EXPIRED or RELEASED with a state expiration time ahead) wins over an
+// unbound binding that is not held, or held less long, on both sides and
+// whatever the times: the reviewer's case of a primary restored from an
+// older snapshot, whose own EXPIRED of the lease (same client time) would
+// otherwise win the tie as the primary's and end the secondary's hold.
+func TestDecideHeld(t *testing.T) {
+	now := at(700)
+	u := func(s int64) int64 { return at(s).Unix() }
+	r := na("2001:db8:1::11")
+	restored := fsm.Binding{Resource: r, Status: fsm.StatusExpired, DUID: duidA, IAID: 1, CLTT: u(0),
+		StartTimeOfState: u(601), Flags: fsm.FlagUpdateOwed}
+	held := fsm.Binding{Resource: r, Status: fsm.StatusExpired, DUID: duidA, IAID: 1, PartnerRawCLTT: u(0),
+		StartTimeOfState: u(601), StateExpirationTime: u(3060), Flags: fsm.FlagUpdateOwed}
+	for _, c := range []struct {
+		name   string
+		local  fsm.Binding
+		rec    fsm.Binding
+		role   Role
+		accept bool
+	}{
+		{"restored primary receives the held EXPIRED", restored, held, Primary, true},
+		{"holding secondary receives the restored primary's EXPIRED", held, restored, Secondary, false},
+		{"holding side receives a later RELEASED", held, func() fsm.Binding {
+			b := restored
+			b.Status = fsm.StatusReleased
+			b.CLTT = u(650)
+			b.StartTimeOfState = u(650)
+			return b
+		}(), Secondary, false},
+		{"a longer hold wins", func() fsm.Binding { b := held; b.StateExpirationTime = u(2000); return b }(), held, Primary, true},
+		{"after the hold: the usual rules (equal times, the primary's wins)", restored, held, Secondary, true},
+	} {
+		at := now
+		if strings.HasPrefix(c.name, "after the hold") {
+			at = time.Unix(u(3100), 0)
+		}
+		rec := Record{Binding: c.rec}
+		if v := Decide(&c.local, &rec, c.role, at); v.Accept != c.accept {
+			t.Errorf("%s: %+v, want accept=%v", c.name, v, c.accept)
+		}
+	}
+	// Through the accepted binding: the restored primary now holds it too.
+	rec := Record{Binding: held}
+	nb := Accepted(&restored, &rec)
+	if got, ok := HeldUntil(&nb, now); !ok || got != u(3060) || nb.Owed() {
+		t.Fatalf("the restored primary stores %+v: want EXPIRED held until %d, its own update dropped", nb, u(3060))
+	}
+	if nb.ExpirationTime != 0 || nb.PartnerLifetime != 0 {
+		t.Fatalf("a non-ACTIVE binding took the old client's partner times: %+v", nb)
 	}
 }

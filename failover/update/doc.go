@@ -230,7 +230,11 @@
 //     than max(expiration-time, now) + MCLT, and an EXPIRED or RELEASED one
 //     still owed gets that as a state expiration time during which it goes
 //     to nobody (Available) and which an acknowledgement does not cut short
-//     (ApplyBndReply); the answer carries both to the partner.
+//     (ApplyBndReply); the answer carries both to the partner. This departs
+//     from §7.2 event (4) for held leases. Between two unbound bindings a
+//     held one wins over one not held, or held less long, before any time
+//     is compared (Decide), and a non-ACTIVE binding received takes no
+//     partner times (Accepted).
 //  30. Within the skew, a lease "bound to a client" for the tie-break is an
 //     ACTIVE one whose state-expiration-time is still ahead: an ACTIVE
 //     update that crossed the receiver's own expiry must not revive it.
