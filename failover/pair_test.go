@@ -885,7 +885,17 @@ func TestPairResyncProgress(t *testing.T) {
 	p.connect()
 	<-gs.entered // the first BNDUPD of the answer waits at the secondary's store door
 
-	ps, ss := p.pri.ep.Status(), p.sec.ep.Status()
+	// The primary counts a BNDUPD once its send returned, which can be just
+	// after the secondary's store saw it: poll (the gate holds the transfer).
+	var ps Status
+	if !poll(waitTimeout, func() bool {
+		ps = p.pri.ep.Status()
+		r := ps.ResyncSending
+		return r != nil && r.Bindings >= 1
+	}) {
+		t.Errorf("the primary never reported a binding sent")
+	}
+	ss := p.sec.ep.Status()
 	if r := ps.ResyncSending; r == nil || r.Kind != "UPDREQALL" || r.Total != count || r.Bindings < 1 || r.Bindings > count {
 		t.Errorf("primary resync_sending %+v, want UPDREQALL with total %d and some sent", r, count)
 	}
