@@ -171,25 +171,27 @@ func feedStream(t *testing.T, n *node, data []byte) streamResult {
 
 // classify walks data as the secondary's reader does and reports whether
 // its first frame does not decode (so the session must end with a protocol
-// error), whether any frame is a BNDUPD that decodes (the only thing allowed
-// to change the binding database), and whether data ends exactly at a frame
-// boundary.
-func classify(data []byte) (firstBad, wellFormedBndUpd, whole bool) {
+// error), whether any frame is a BNDUPD or an UPDREQALL that decodes (the
+// only things allowed to change the binding database: an UPDREQALL makes
+// the secondary hold the leases a partner that lost its database may have
+// renewed, docs/failover.md item 89), and whether data ends exactly at a
+// frame boundary.
+func classify(data []byte) (firstBad, mayChange, whole bool) {
 	rd := wire.NewReader(bytes.NewReader(data))
 	for i := 0; ; i++ {
 		b, err := rd.ReadFrame()
 		if err != nil {
-			return firstBad, wellFormedBndUpd, err == io.EOF
+			return firstBad, mayChange, err == io.EOF
 		}
 		m, err := wire.DecodeMessage(b)
 		if err != nil {
 			if i == 0 && !errors.Is(err, wire.ErrUnknownMessageType) {
-				return true, wellFormedBndUpd, false // the session ends here
+				return true, mayChange, false // the session ends here
 			}
 			continue // an unknown type is skipped; anything else ends the session
 		}
-		if m.Type == wire.MsgBndUpd {
-			wellFormedBndUpd = true
+		if m.Type == wire.MsgBndUpd || m.Type == wire.MsgUpdReqAll {
+			mayChange = true
 		}
 	}
 }
@@ -218,7 +220,7 @@ func TestStreamFuzzSeeds(t *testing.T) {
 // raftstore). Properties: no panic; the session ends (never hangs) and the
 // secondary accepts the next connection; a first frame that does not
 // decode ends it with a protocol error; the binding database changes only
-// if a well-formed BNDUPD arrived.
+// if a well-formed BNDUPD or UPDREQALL arrived.
 func FuzzStream(f *testing.F) {
 	n := streamSecondary(f)
 	for _, s := range streamSeeds(f) {
@@ -231,7 +233,7 @@ func FuzzStream(f *testing.F) {
 			t.Fatalf("a first frame that does not decode ended the session with %q, want protocol-error", r.reason)
 		}
 		if r.changed && !bnd {
-			t.Fatalf("the binding database changed without a well-formed BNDUPD")
+			t.Fatalf("the binding database changed without a well-formed BNDUPD or UPDREQALL")
 		}
 		if n.ep.link.Stats().Established {
 			t.Fatalf("session still established: %+v", n.ep.link.Stats())
