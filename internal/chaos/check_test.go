@@ -88,7 +88,7 @@ func TestCheckClients(t *testing.T) {
 		"p": {lease("2001:db8::1", "ACTIVE", "c1", long), lease("2001:db8::4", "ACTIVE", "zz", long)},
 		"s": {lease("2001:db8::2", "EXPIRED", "c2", long)},
 	}
-	fs, checked := checkClients(grants, servers, map[string]string{"p": "primary", "s": "secondary"}, at)
+	fs, checked := checkClients(grants, servers, map[string]string{"p": "primary", "s": "secondary"}, at, nil)
 	if checked["na"] != 4 {
 		t.Errorf("checked %v, want 4 (clients 1, 2, 4, 5)", checked)
 	}
@@ -112,7 +112,7 @@ func TestCheckOverlaps(t *testing.T) {
 		g(3, "2001:db8::2", 0, 10), g(4, "2001:db8::2", 9, 20), // overlap
 		g(5, "2001:db8::3", 0, 10),
 	}
-	fs, reused := checkOverlaps(grants)
+	fs, reused := checkOverlaps(grants, nil)
 	if reused["na"] != 2 {
 		t.Errorf("reused %v, want 2 addresses", reused)
 	}
@@ -194,7 +194,7 @@ func TestCheckClientsPrefixes(t *testing.T) {
 		"s": {prefixLease("2001:db8:8000:2::/64", "ACTIVE", "c2", long), lease("2001:db8:8000:4::", "ACTIVE", "c4", long),
 			lease("2001:db8::5", "ACTIVE", "c5", long)},
 	}
-	fs, checked := checkClients(grants, servers, map[string]string{"p": "primary", "s": "secondary"}, at)
+	fs, checked := checkClients(grants, servers, map[string]string{"p": "primary", "s": "secondary"}, at, nil)
 	if checked["na"] != 2 || checked["pd"] != 4 {
 		t.Errorf("checked %v, want 2 addresses (clients 1, 5) and 4 prefixes (clients 1-4)", checked)
 	}
@@ -221,7 +221,7 @@ func TestCheckOverlapsPrefixes(t *testing.T) {
 		g(3, "pd", "2001:db8:8000:1::/64", 0, 10), g(4, "pd", "2001:db8:8000:1::/64", 9, 20), // overlap
 		g(5, "na", "2001:db8:8000:2::", 0, 10), g(6, "pd", "2001:db8:8000:2::/64", 0, 10), // different resources
 	}
-	fs, reused := checkOverlaps(grants)
+	fs, reused := checkOverlaps(grants, nil)
 	if reused["pd"] != 2 || reused["na"] != 0 {
 		t.Errorf("reused %v, want 2 prefixes", reused)
 	}
@@ -246,5 +246,77 @@ func TestServerConfig(t *testing.T) {
 	}
 	if c.Failover == nil || c.Failover.PrefixRebalanceThreshold != pdThreshold {
 		t.Errorf("failover %+v", c.Failover)
+	}
+}
+
+// TestCheckOverlapsPartnerDown: an overlap whose later grant came from the
+// other server while a server was in PARTNER-DOWN with its partner alive
+// (auto-partner-down during a partition: RFC 8156 accepts the double) is a
+// note, not a violation; the same overlap after such an interval, or from
+// one server, stays a violation.
+func TestCheckOverlapsPartnerDown(t *testing.T) {
+	g := func(c int, server, res string, from, until int) grant {
+		return grant{Client: c, Kind: "pd", Addr: res, Server: server, From: at.Add(time.Duration(from) * time.Second),
+			Until: at.Add(time.Duration(until) * time.Second)}
+	}
+	both := []interval{{From: at.Add(8 * time.Second), Until: at.Add(30 * time.Second)}}
+	// (3 at 0 and 4 at 40 are both outside [7 s, 31 s])
+	grants := []grant{
+		g(1, "pri", "2001:db8:8000:1::/64", 0, 20), g(2, "sec", "2001:db8:8000:1::/64", 10, 300), // in both-PD: note
+		g(3, "pri", "2001:db8:8000:2::/64", 0, 50), g(4, "sec", "2001:db8:8000:2::/64", 40, 300), // both outside: violation
+		g(7, "pri", "2001:db8:8000:4::/64", 12, 45), g(8, "sec", "2001:db8:8000:4::/64", 44, 300), // the double began inside: note
+		g(5, "pri", "2001:db8:8000:3::/64", 0, 20), g(6, "pri", "2001:db8:8000:3::/64", 10, 300), // one server: violation
+	}
+	fs, _ := checkOverlaps(grants, both)
+	if len(fs) != 4 {
+		t.Fatalf("findings %+v, want 4", fs)
+	}
+	want := map[string]bool{"2001:db8:8000:1::/64": false, "2001:db8:8000:2::/64": true, "2001:db8:8000:3::/64": true,
+		"2001:db8:8000:4::/64": false}
+	for _, f := range fs {
+		for res, viol := range want {
+			if strings.HasPrefix(f.Text, "pd "+res+":") && f.Violation != viol {
+				t.Errorf("%s: violation %v, want %v (%+v)", res, f.Violation, viol, f)
+			}
+		}
+	}
+}
+
+// TestMonitorPartnerDownSplit: the monitor's samples become intervals.
+func TestMonitorPartnerDownSplit(t *testing.T) {
+	var m monitor
+	for i, both := range []bool{false, true, true, false, true} {
+		m.sample(at.Add(time.Duration(i)*time.Second), both)
+	}
+	ivs := m.partnerDownSplit(at.Add(10 * time.Second))
+	if len(ivs) != 2 || !ivs[0].From.Equal(at.Add(time.Second)) || !ivs[0].Until.Equal(at.Add(3*time.Second)) ||
+		!ivs[1].From.Equal(at.Add(4*time.Second)) || !ivs[1].Until.Equal(at.Add(10*time.Second)) {
+		t.Fatalf("intervals %+v", ivs)
+	}
+}
+
+// TestCheckClientsPartnerDown: a client's latest grant, made while a server
+// was in PARTNER-DOWN with its partner alive, that lost conflict resolution
+// (the server now has the lease for another client) is a note; the same
+// outside such an interval is a violation.
+func TestCheckClientsPartnerDown(t *testing.T) {
+	grants := []grant{
+		{Client: 1, DUID: "0001", Kind: "pd", Addr: "2001:db8:8000:1::/64", Server: "p", From: at.Add(-10 * time.Second), Until: at.Add(time.Hour)},
+		{Client: 2, DUID: "0002", Kind: "pd", Addr: "2001:db8:8000:2::/64", Server: "p", From: at.Add(-100 * time.Second), Until: at.Add(time.Hour)},
+	}
+	servers := map[string][]control.Lease{"p": {
+		{Resource: control.Resource{Type: "pd", Prefix: "2001:db8:8000:1::/64"}, State: "ACTIVE", DUID: "0009"},
+		{Resource: control.Resource{Type: "pd", Prefix: "2001:db8:8000:2::/64"}, State: "ACTIVE", DUID: "0009"},
+	}}
+	split := []interval{{From: at.Add(-20 * time.Second), Until: at.Add(-5 * time.Second)}}
+	fs, _ := checkClients(grants, servers, map[string]string{"p": "primary"}, at, split)
+	if len(fs) != 2 {
+		t.Fatalf("findings %+v, want 2", fs)
+	}
+	for _, f := range fs {
+		inSplit := strings.HasPrefix(f.Text, "client 1 ")
+		if f.Violation == inSplit || (inSplit && f.Check != "clients-partner-down") {
+			t.Errorf("%+v: violation %v for a grant in the PARTNER-DOWN interval: %v", f, f.Violation, inSplit)
+		}
 	}
 }
