@@ -1108,7 +1108,12 @@ func (e *Endpoint) conditions() update.Conditions {
 			return !unsent
 		}}
 	if c.PartnerDown {
+		// Rounded up: the waits counted from it (PartnerPoolAt, ReuseAt) are
+		// whole seconds, and must never end before MCLT after the entry.
 		c.PartnerDownTime = svc.PartnerDown.Unix()
+		if svc.PartnerDown.Nanosecond() != 0 {
+			c.PartnerDownTime++
+		}
 	}
 	return c
 }

@@ -982,3 +982,27 @@ func TestPairLostStorageHoldsRenewals(t *testing.T) {
 		t.Fatalf("%v given to a second client while the first holds it until %d", first.addr, renewedEnd)
 	}
 }
+
+// TestPartnerPoolWaitsWholeMCLT: the partner's prefixes become usable in
+// PARTNER-DOWN no earlier than MCLT after the entry, also when the entry
+// falls inside a second (chaos run 9: the whole-second time let a server
+// use them 0.5 s early).
+func TestPartnerPoolWaitsWholeMCLT(t *testing.T) {
+	p := upPair(t)
+	p.pri.stop()
+	waitFor(t, "the secondary in COMMUNICATIONS-INTERRUPTED", func() bool { return p.sec.state() == "COMMUNICATIONS-INTERRUPTED" })
+	p.clk.Advance(600 * time.Millisecond)
+	entered := p.clk.Now()
+	if err := p.sec.ep.PartnerDown(); err != nil {
+		t.Fatalf("PartnerDown: %v", err)
+	}
+	p.clk.Advance(testMCLT - 300*time.Millisecond) // the same whole second as entered + MCLT, before it
+	if p.sec.ep.PartnerPool() {
+		t.Fatalf("partner's pool usable at %v, %v after entering PARTNER-DOWN at %v (MCLT %v)",
+			p.clk.Now(), p.clk.Now().Sub(entered), entered, testMCLT)
+	}
+	p.clk.Advance(time.Second)
+	if !p.sec.ep.PartnerPool() {
+		t.Fatalf("partner's pool not usable %v after entering PARTNER-DOWN", p.clk.Now().Sub(entered))
+	}
+}
