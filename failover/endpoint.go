@@ -812,23 +812,7 @@ func (e *Endpoint) sender(ctx context.Context) {
 				break
 			}
 			from, started = owed[len(owed)-1].Resource, true
-			e.mu.Lock()
-			todo := owed[:0:0]
-			for _, b := range owed {
-				if _, inFlight := e.busy[b.Resource]; !inFlight {
-					todo = append(todo, b)
-				}
-			}
-			e.mu.Unlock()
-			ups, skipped := update.Updates(sel(todo), e.clock.Now())
-			for _, b := range skipped {
-				e.log.Warn("binding cannot be described in a BNDUPD; not sent", zap.Stringer("resource", b.Resource))
-			}
-			for i := range ups {
-				if _, err := e.sendUpdate(ctx, &ups[i]); err != nil {
-					break
-				}
-			}
+			e.sendBindings(ctx, owed, sel)
 			if len(owed) < 511 {
 				break
 			}
@@ -859,10 +843,17 @@ func (e *Endpoint) sendDirty(ctx context.Context, rs []fsm.Resource) {
 			todo = append(todo, b)
 		}
 	}
+	e.sendBindings(ctx, todo, update.SelectEager)
+}
+
+// sendBindings sends the updates that sel picks from bs, less the bindings
+// already in flight, and stops at the first send the link refuses. It
+// overwrites bs's elements (its length stays). Sender goroutine.
+func (e *Endpoint) sendBindings(ctx context.Context, bs []fsm.Binding, sel func([]fsm.Binding) []fsm.Binding) {
 	e.mu.Lock()
-	todo = slices.DeleteFunc(todo, func(b fsm.Binding) bool { _, inFlight := e.busy[b.Resource]; return inFlight })
+	bs = slices.DeleteFunc(bs, func(b fsm.Binding) bool { _, inFlight := e.busy[b.Resource]; return inFlight })
 	e.mu.Unlock()
-	ups, skipped := update.Updates(update.SelectEager(todo), e.clock.Now())
+	ups, skipped := update.Updates(sel(bs), e.clock.Now())
 	for _, b := range skipped {
 		e.log.Warn("binding cannot be described in a BNDUPD; not sent", zap.Stringer("resource", b.Resource))
 	}
