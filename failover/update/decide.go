@@ -178,7 +178,9 @@ func SameClient(local *fsm.Binding, rec *Record) bool {
 //   - accept: ReceivedTime(rec) later than LocalTime(local); when the two
 //     are essentially the same, tie breaks the tie so that at least one of
 //     the two servers accepts the other's binding (exactly one, unless both
-//     hold the same free binding);
+//     hold the same free binding); between two unbound bindings, before
+//     any time, one held for a partner that lost its database (HeldUntil)
+//     wins over one not held, or held less long;
 //   - time(1): now later than local.StateExpirationTime (a local lease
 //     without one never runs out: reject);
 //   - time(2): the received OPTION_CLT_TIME present and later than
